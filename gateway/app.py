@@ -1,0 +1,151 @@
+"""The application factory: ``uvicorn gateway.app:create_app --factory``.
+
+One factory, everything passed in: routes come from the YAML routing table,
+shared clients (the upstream HTTP client, the limiter storage, health
+probes) open once in ``lifespan`` and reach handlers through ``app.state``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as StarletteRoute
+
+from gateway import errors
+from gateway.chat import chat
+from gateway.config import Route, Settings, load_settings
+from gateway.health import CachedProbe, health, http_probe
+from gateway.logs import configure_logging
+from gateway.middleware import RequestContextMiddleware
+from gateway.ratelimit import RateLimiter, credential_key
+from gateway.upstream import create_client
+
+log = structlog.get_logger("gateway")
+
+Handler = Callable[[Request, Route], Awaitable[Response]]
+
+
+async def _health(request: Request, route: Route) -> Response:
+    return await health(request)
+
+
+HANDLERS: dict[str, Handler] = {"chat": chat, "health": _health}
+
+_HTTP_ERRORS: dict[int, type[errors.GatewayError]] = {
+    400: errors.InvalidRequest,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """Build the gateway. With no settings, loads ``GATEWAY_CONFIG`` (or the
+    bundled ``config/gateway.yaml``). ``transport`` replaces the upstream
+    transport, for tests."""
+    settings = settings or load_settings()
+    configure_logging(settings.server)
+    routes = []
+    for route in settings.routes:
+        if route.handler not in HANDLERS:
+            raise errors.ConfigError(f"{route.path}: handler {route.handler!r} is not available in this build")
+        routes.append(StarletteRoute(route.path, _endpoint(HANDLERS[route.handler], route), methods=list(route.methods)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with create_client(settings.client, transport) as http:
+            app.state.http = http
+            app.state.limiter = RateLimiter(settings.rate_limit)
+            app.state.probes = _probes(settings, http)
+            log.info("gateway_started", config=settings.source, routes=[r.path for r in settings.routes])
+            yield
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContextMiddleware)],
+        exception_handlers={errors.GatewayError: _gateway_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.limiter_gate = limiter_gate
+    return app
+
+
+def _endpoint(handler: Handler, route: Route) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        await limiter_gate(request, route)
+        response = await handler(request, route)
+        decision = request.scope["state"].get("ratelimit")
+        if decision is not None:
+            response.headers.update(decision.headers())
+        return response
+
+    return endpoint
+
+
+async def limiter_gate(request: Request, route: Route, session: str | None = None) -> None:
+    """Count this request against the route's limits whose key is known now.
+
+    Called once before the handler (ip, credential) and again by handlers
+    that learn a sessionId from the body; each rule is counted exactly once.
+    """
+    state = request.scope["state"]
+    if session is None:
+        keys = {"ip": client_ip(request), "credential": credential_key(request.headers.get("authorization"))}
+    else:
+        keys = {"session": session}
+    decision = await request.app.state.limiter.check(route.path, route.rate_limits, keys)
+    if decision is not None:
+        previous = state.get("ratelimit")
+        if previous is None or decision.remaining < previous.remaining:
+            state["ratelimit"] = decision
+
+
+def client_ip(request: Request) -> str:
+    state = request.scope["state"]
+    if "client_ip" not in state:
+        state["client_ip"] = request.client.host if request.client else "unknown"
+    return str(state["client_ip"])
+
+
+def _probes(settings: Settings, http: httpx.AsyncClient) -> dict[str, CachedProbe]:
+    h = settings.health
+    urls: dict[str, Any] = {"stt": h.stt_url, "avatar": h.avatar_url}
+    chat_route = settings.route_for("chat")
+    if chat_route is not None and chat_route.upstream is not None:
+        urls["llm"] = chat_route.upstream.url
+    return {
+        kind: CachedProbe(http_probe(http, url, h.probe_timeout), h.cache_seconds)
+        for kind, url in urls.items()
+        if url
+    }
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.GatewayError)
+    if exc.status_code >= 500:
+        log.warning("request_failed", code=exc.code, reason=exc.message)
+    return errors.error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: errors.GatewayError = errors.NotFound(f"No route for {request.url.path}")
+    elif exc.status_code == 405:
+        error = errors.MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}")
+    else:
+        kind = _HTTP_ERRORS.get(exc.status_code, errors.InvalidRequest)
+        error = kind(str(exc.detail))
+    error.headers.update(exc.headers or {})
+    return errors.error_response(error)

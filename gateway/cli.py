@@ -1,0 +1,63 @@
+"""Command line: ``avatar-gateway serve`` and ``avatar-gateway check``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from gateway.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Settings, load_settings
+from gateway.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="avatar-gateway", description="SmarterAvatar hybrid-integration gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="validate a config file and exit (non-zero on error)")
+    check.add_argument("config", nargs="?", help=f"config file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG_PATH})")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help=f"config file (default: ${CONFIG_ENV} or the bundled config/gateway.yaml)")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    serve.add_argument("--workers", type=int, default=1)
+
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        print(_summary(settings))
+        return 0
+    return _serve(args, settings)
+
+
+def _summary(settings: Settings) -> str:
+    lines = [f"{settings.source}: OK"]
+    for route in settings.routes:
+        limits = "; ".join(f"{r.text} per {r.key}" for r in route.rate_limits) or "no rate limit"
+        target = "-> upstream" if route.upstream else "served locally"
+        lines.append(f"  {','.join(route.methods):5} {route.path:28} {route.handler:14} {target:15} {limits}")
+    return "\n".join(lines)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    os.environ[CONFIG_ENV] = settings.source
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        # The gateway resolves client IPs itself (trusted proxies, right to left).
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        log_level="warning",
+    )
+    return 0

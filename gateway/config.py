@@ -1,0 +1,505 @@
+"""Settings: the YAML routing table parsed once into frozen, typed objects.
+
+Every error names the key path and the offending value, the way Starlette's
+``Config`` and uvicorn's ``Config`` do::
+
+    routes[0].upstream.timeouts.total: 'abc' is not a duration like '30s' or '500ms'
+
+String values may use ``${VAR}`` (required) and ``${VAR:-default}`` from the
+environment; ``$$`` is a literal dollar. Interpolation happens after YAML
+parsing, so an environment value can never change the structure of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from limits import RateLimitItem, parse_many
+
+from gateway.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "gateway.yaml"
+CONFIG_ENV = "GATEWAY_CONFIG"
+CHAT_URL_ENV = "CHAT_API_URL"
+CHAT_PATH = "/api/chat"
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_TOTAL_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_KEEPALIVE_EXPIRY = 30.0
+DEFAULT_PROBE_TIMEOUT = 1.0
+DEFAULT_PROBE_CACHE = 5.0
+DEFAULT_MAX_MESSAGE_CHARS = 4000
+DEFAULT_MAX_HISTORY = 50
+DEFAULT_MAX_HISTORY_CONTENT_CHARS = 8000
+DEFAULT_MAX_SESSION_ID_CHARS = 128
+DEFAULT_RATE_LIMITS = {
+    "chat": "60/minute",
+    "token": "10/minute",
+    "health": "100/minute",
+    "conversations": "60/minute",
+}
+HANDLERS = ("chat", "token", "health", "conversations")
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+RATE_LIMIT_KEYS = ("ip", "credential", "session")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
+# Canonical values a request mapping can place into the backend's body.
+REQUEST_SOURCES = ("$message", "$sessionId", "$history", "$context", "$requestId")
+
+
+class Secret(str):
+    """A string whose repr never shows its value (header values, keys)."""
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    total: float = DEFAULT_TOTAL_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Upstream:
+    url: str
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    headers: Mapping[str, Secret] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResponseMapping:
+    response: str = "response"
+    sources: str = "sources"
+    source_title: str = "title"
+    source_url: str = "url"
+
+
+@dataclass(frozen=True)
+class ChatMapping:
+    # (dotted target path in the backend body, canonical source) pairs.
+    request: tuple[tuple[str, str], ...] = (
+        ("message", "$message"),
+        ("sessionId", "$sessionId"),
+        ("context", "$context"),
+    )
+    response: ResponseMapping = field(default_factory=ResponseMapping)
+
+
+@dataclass(frozen=True)
+class ChatLimits:
+    max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS
+    max_history: int = DEFAULT_MAX_HISTORY
+    max_history_content_chars: int = DEFAULT_MAX_HISTORY_CONTENT_CHARS
+    max_session_id_chars: int = DEFAULT_MAX_SESSION_ID_CHARS
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    items: tuple[RateLimitItem, ...]
+    key: str = "ip"
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    handler: str
+    methods: tuple[str, ...]
+    rate_limits: tuple[RateLimitRule, ...] = ()
+    upstream: Upstream | None = None
+    mapping: ChatMapping = field(default_factory=ChatMapping)
+    limits: ChatLimits = field(default_factory=ChatLimits)
+    fallback_response: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_format: str = "auto"
+    log_level: str = "info"
+    log_message_content: bool = False
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    storage_url: str = "memory://"
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT
+    cache_seconds: float = DEFAULT_PROBE_CACHE
+    stt_url: str | None = None
+    avatar_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    routes: tuple[Route, ...]
+    server: ServerSettings = field(default_factory=ServerSettings)
+    client: ClientSettings = field(default_factory=ClientSettings)
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    source: str = "<defaults>"
+
+    def route_for(self, handler: str) -> Route | None:
+        return next((r for r in self.routes if r.handler == handler), None)
+
+
+# -- loading ----------------------------------------------------------------
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate a config file; raise ConfigError on any problem."""
+    env = os.environ if env is None else env
+    path = Path(path or env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    return parse_settings(text, env=env, source=str(path))
+
+
+def parse_settings(text: str, env: Mapping[str, str] | None = None, source: str = "<string>") -> Settings:
+    env = os.environ if env is None else env
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}: {problem}{where}") from None
+    if data is None:
+        data = {}
+    root = _Node(_interpolate(data, "", env), "")
+    return _settings(root, env, source)
+
+
+def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, _join(path, str(k)), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name!r} is not set (use ${{{name}:-default}} for a default)")
+
+    return _INTERPOLATION.sub(substitute, value)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+class _Node:
+    """A YAML value with its key path, offering typed getters that fail with the path."""
+
+    def __init__(self, value: Any, path: str) -> None:
+        self.value = value
+        self.path = path
+
+    def fail(self, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path or '<root>'}: {problem}")
+
+    def mapping(self, allowed: tuple[str, ...]) -> dict[str, _Node]:
+        if not isinstance(self.value, dict):
+            raise self.fail(f"{self.value!r} is not a mapping")
+        out = {}
+        for key, value in self.value.items():
+            if key not in allowed:
+                raise ConfigError(f"{_join(self.path, str(key))}: unknown key (expected one of: {', '.join(allowed)})")
+            out[key] = _Node(value, _join(self.path, key))
+        return out
+
+    def items(self) -> list[_Node]:
+        if not isinstance(self.value, list):
+            raise self.fail(f"{self.value!r} is not a list")
+        return [_Node(v, f"{self.path}[{i}]") for i, v in enumerate(self.value)]
+
+    def string(self, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(self.value, str) or not self.value:
+            raise self.fail(f"{self.value!r} is not a non-empty string")
+        if choices and self.value not in choices:
+            raise self.fail(f"{self.value!r} is not one of: {', '.join(choices)}")
+        return self.value
+
+    def boolean(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.fail(f"{self.value!r} is not a boolean (true or false)")
+        return self.value
+
+    def positive_int(self) -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int) or self.value <= 0:
+            raise self.fail(f"{self.value!r} is not a positive integer")
+        return self.value
+
+    def duration(self) -> float:
+        value = self.value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if not match or float(match.group(1)) <= 0:
+            raise self.fail(f"{value!r} is not a duration like '30s' or '500ms'")
+        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+    def url(self) -> str:
+        text = self.string()
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.fail(f"{_redact_url(text)!r} is not an http(s) URL with a host")
+        return text
+
+    def field_path(self) -> str:
+        text = self.string()
+        if not _FIELD_PATH.match(text):
+            raise self.fail(f"{text!r} is not a field path like 'answer' or 'data.answer'")
+        return text
+
+
+def _redact_url(url: str) -> str:
+    # Never echo credentials embedded in a URL (user:pass@host) into an error.
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def _get(nodes: dict[str, _Node], key: str, parse: Any, default: Any) -> Any:
+    node = nodes.get(key)
+    return default if node is None or node.value is None else parse(node)
+
+
+def _settings(root: _Node, env: Mapping[str, str], source: str) -> Settings:
+    top = root.mapping(("server", "client", "rate_limit", "health", "routes"))
+    if "routes" not in top:
+        raise root.fail("missing required key 'routes'")
+    routes = tuple(_route(node, env) for node in top["routes"].items())
+    seen: set[str] = set()
+    for index, route in enumerate(routes):
+        if route.path in seen:
+            raise ConfigError(f"routes[{index}].path: {route.path!r} is declared twice")
+        seen.add(route.path)
+    return Settings(
+        routes=routes,
+        server=_get(top, "server", _server, ServerSettings()),
+        client=_get(top, "client", _client, ClientSettings()),
+        rate_limit=_get(top, "rate_limit", _rate_limit_settings, RateLimitSettings()),
+        health=_get(top, "health", _health, HealthSettings()),
+        source=source,
+    )
+
+
+def _server(node: _Node) -> ServerSettings:
+    n = node.mapping(("max_body_bytes", "log_format", "log_level", "log_message_content"))
+    d = ServerSettings()
+    return ServerSettings(
+        max_body_bytes=_get(n, "max_body_bytes", _Node.positive_int, d.max_body_bytes),
+        log_format=_get(n, "log_format", lambda x: x.string(LOG_FORMATS), d.log_format),
+        log_level=_get(n, "log_level", lambda x: x.string(LOG_LEVELS), d.log_level),
+        log_message_content=_get(n, "log_message_content", _Node.boolean, d.log_message_content),
+    )
+
+
+def _client(node: _Node) -> ClientSettings:
+    n = node.mapping(("max_connections", "keepalive_expiry"))
+    d = ClientSettings()
+    return ClientSettings(
+        max_connections=_get(n, "max_connections", _Node.positive_int, d.max_connections),
+        keepalive_expiry=_get(n, "keepalive_expiry", _Node.duration, d.keepalive_expiry),
+    )
+
+
+def _rate_limit_settings(node: _Node) -> RateLimitSettings:
+    n = node.mapping(("storage",))
+    return RateLimitSettings(storage_url=_get(n, "storage", _Node.string, "memory://"))
+
+
+def _health(node: _Node) -> HealthSettings:
+    n = node.mapping(("probe_timeout", "cache", "stt_url", "avatar_url"))
+    d = HealthSettings()
+    return HealthSettings(
+        probe_timeout=_get(n, "probe_timeout", _Node.duration, d.probe_timeout),
+        cache_seconds=_get(n, "cache", _Node.duration, d.cache_seconds),
+        stt_url=_get(n, "stt_url", _Node.url, None),
+        avatar_url=_get(n, "avatar_url", _Node.url, None),
+    )
+
+
+def _route(node: _Node, env: Mapping[str, str]) -> Route:
+    n = node.mapping(("path", "handler", "methods", "rate_limit", "upstream", "mapping", "limits", "fallback_response"))
+    for required in ("path", "handler"):
+        if required not in n:
+            raise node.fail(f"missing required key {required!r}")
+    path = n["path"].string()
+    if not path.startswith("/"):
+        raise n["path"].fail(f"{path!r} does not start with '/'")
+    handler = n["handler"].string(HANDLERS)
+    default_methods = ("GET",) if handler == "health" else ("POST",)
+    methods = _get(n, "methods", _methods, default_methods)
+    rate_limits = _rate_limits(n.get("rate_limit"), DEFAULT_RATE_LIMITS[handler])
+    if handler != "chat":
+        for key in ("upstream", "mapping", "limits", "fallback_response"):
+            if key in n:
+                raise n[key].fail(f"only chat routes take {key!r}")
+        return Route(path=path, handler=handler, methods=methods, rate_limits=rate_limits)
+    if "upstream" not in n:
+        raise node.fail("missing required key 'upstream' for a chat route")
+    upstream = _upstream(n["upstream"])
+    if path == CHAT_PATH and env.get(CHAT_URL_ENV):
+        # The common deployment sets only CHAT_API_URL; it wins over the file.
+        url = _Node(env[CHAT_URL_ENV], f"{CHAT_URL_ENV} (environment)").url()
+        upstream = Upstream(url=url, timeouts=upstream.timeouts, headers=upstream.headers)
+    return Route(
+        path=path,
+        handler=handler,
+        methods=methods,
+        rate_limits=rate_limits,
+        upstream=upstream,
+        mapping=_get(n, "mapping", _mapping, ChatMapping()),
+        limits=_get(n, "limits", _chat_limits, ChatLimits()),
+        fallback_response=_get(n, "fallback_response", _Node.string, None),
+    )
+
+
+def _methods(node: _Node) -> tuple[str, ...]:
+    methods = []
+    for item in node.items():
+        method = item.string().upper()
+        if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            raise item.fail(f"{item.value!r} is not an HTTP method")
+        methods.append(method)
+    if not methods:
+        raise node.fail("[] is empty; list at least one method")
+    return tuple(methods)
+
+
+def _rate_limits(node: _Node | None, default: str) -> tuple[RateLimitRule, ...]:
+    """``rate_limit`` is a string ('60/minute', '10/second;60/minute'), ``off``,
+    a mapping ``{limit, key}``, or a list of those for several keys."""
+    if node is None:
+        return (_rate_limit_rule(_Node(default, "rate_limit")),)
+    if node.value in ("off", False):
+        return ()
+    if isinstance(node.value, list):
+        return tuple(_rate_limit_rule(item) for item in node.items())
+    return (_rate_limit_rule(node),)
+
+
+def _rate_limit_rule(node: _Node) -> RateLimitRule:
+    key = "ip"
+    limit_node = node
+    if isinstance(node.value, dict):
+        n = node.mapping(("limit", "key"))
+        if "limit" not in n:
+            raise node.fail("missing required key 'limit'")
+        limit_node = n["limit"]
+        key = _get(n, "key", lambda x: x.string(RATE_LIMIT_KEYS), "ip")
+    text = limit_node.string()
+    try:
+        items = tuple(parse_many(text))
+    except ValueError:
+        items = ()
+    if not items:
+        raise limit_node.fail(f"{text!r} is not a rate limit like '60/minute' or '10/second;60/minute'")
+    return RateLimitRule(items=items, key=key, text=text)
+
+
+def _upstream(node: _Node) -> Upstream:
+    n = node.mapping(("url", "timeouts", "headers"))
+    if "url" not in n:
+        raise node.fail("missing required key 'url'")
+    timeouts = Timeouts()
+    if "timeouts" in n:
+        t = n["timeouts"].mapping(("connect", "total"))
+        timeouts = Timeouts(
+            connect=_get(t, "connect", _Node.duration, timeouts.connect),
+            total=_get(t, "total", _Node.duration, timeouts.total),
+        )
+        if timeouts.connect > timeouts.total:
+            raise n["timeouts"].fail(
+                f"connect ({timeouts.connect:g}s) is longer than total ({timeouts.total:g}s)"
+            )
+    headers: dict[str, Secret] = {}
+    if "headers" in n and n["headers"].value is not None:
+        if not isinstance(n["headers"].value, dict):
+            raise n["headers"].fail(f"{n['headers'].value!r} is not a mapping")
+        for name, value in n["headers"].value.items():
+            path = _join(n["headers"].path, str(name))
+            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+                raise ConfigError(f"{path}: {name!r} is not a valid header name")
+            if not isinstance(value, (str, int)) or "\n" in str(value) or "\r" in str(value):
+                # The value may be a credential: never echo it.
+                raise ConfigError(f"{path}: value is not a single-line string")
+            headers[name] = Secret(str(value))
+    return Upstream(url=n["url"].url(), timeouts=timeouts, headers=headers)
+
+
+def _mapping(node: _Node) -> ChatMapping:
+    n = node.mapping(("request", "response"))
+    default = ChatMapping()
+    request = default.request
+    if "request" in n:
+        r = n["request"]
+        if not isinstance(r.value, dict) or not r.value:
+            raise r.fail(f"{r.value!r} is not a non-empty mapping of backend field path to source")
+        pairs = []
+        for target, source in r.value.items():
+            path = _join(r.path, str(target))
+            _Node(target, path).field_path()
+            if source not in REQUEST_SOURCES:
+                raise ConfigError(f"{path}: {source!r} is not one of: {', '.join(REQUEST_SOURCES)}")
+            pairs.append((target, source))
+        if not any(source == "$message" for _, source in pairs):
+            raise r.fail("maps nothing from '$message'; the backend would never see the question")
+        request = tuple(pairs)
+    response = default.response
+    if "response" in n:
+        r = n["response"].mapping(("response", "sources", "source_title", "source_url"))
+        d = ResponseMapping()
+        response = ResponseMapping(
+            response=_get(r, "response", _Node.field_path, d.response),
+            sources=_get(r, "sources", _Node.field_path, d.sources),
+            source_title=_get(r, "source_title", _Node.field_path, d.source_title),
+            source_url=_get(r, "source_url", _Node.field_path, d.source_url),
+        )
+    return ChatMapping(request=request, response=response)
+
+
+def _chat_limits(node: _Node) -> ChatLimits:
+    n = node.mapping(("max_message_chars", "max_history", "max_history_content_chars", "max_session_id_chars"))
+    d = ChatLimits()
+    return ChatLimits(
+        max_message_chars=_get(n, "max_message_chars", _Node.positive_int, d.max_message_chars),
+        max_history=_get(n, "max_history", _Node.positive_int, d.max_history),
+        max_history_content_chars=_get(
+            n, "max_history_content_chars", _Node.positive_int, d.max_history_content_chars
+        ),
+        max_session_id_chars=_get(n, "max_session_id_chars", _Node.positive_int, d.max_session_id_chars),
+    )
