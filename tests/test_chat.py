@@ -80,6 +80,25 @@ def test_custom_nested_mapping(client_for, httpx_mock: HTTPXMock) -> None:
     }
 
 
+def test_shipped_nested_mapping_example(client_for, httpx_mock: HTTPXMock) -> None:
+    from pathlib import Path
+
+    from gateway.config import load_settings
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "mapping-nested.yaml"
+    settings = load_settings(example, env={"BACKEND_URL": "http://kb.test/v2/ask", "BACKEND_TOKEN": "t0k"})
+    httpx_mock.add_response(
+        url="http://kb.test/v2/ask",
+        json={"data": {"answer": "Yes.", "citations": [{"name": "Shipping", "link": "https://kb/ship"}]}},
+    )
+    r = client_for(settings).post("/api/chat", json={"message": "Canada?", "sessionId": "s9"})
+    assert r.json() == {"response": "Yes.", "sources": [{"title": "Shipping", "url": "https://kb/ship"}], "sessionId": "s9"}
+    request = httpx_mock.get_request()
+    assert request is not None and request.headers["authorization"] == "Bearer t0k"
+    body = json.loads(request.content)
+    assert body["query"] == {"text": "Canada?"} and body["conversation"] == {"id": "s9", "turns": []}
+
+
 def test_request_id_round_trip(client_for, httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_response(json=ANSWER)
     r = client_for().post("/api/chat", json={"message": "hi"}, headers={"X-Request-ID": "abc-123"})
