@@ -59,7 +59,8 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
     for route in settings.routes:
         if route.handler not in HANDLERS:
             raise errors.ConfigError(f"{route.path}: handler {route.handler!r} is not available in this build")
-        routes.append(StarletteRoute(route.path, _endpoint(HANDLERS[route.handler], route), methods=list(route.methods)))
+        endpoint = _endpoint(HANDLERS[route.handler], route)
+        routes.append(StarletteRoute(route.path, endpoint, methods=list(route.methods)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -19,7 +19,9 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     """
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not (media_type.startswith("application/") and media_type.endswith("+json")):
+    structured_json = media_type.startswith("application/") and media_type.endswith("+json")
+    is_json = media_type == "application/json" or structured_json
+    if not is_json:
         shown = media_type or "none"
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {shown}")
     declared = request.headers.get("content-length")

@@ -77,7 +77,8 @@ def _validate_history(history: Any, limits: ChatLimits) -> list[dict[str, str]]:
         if not isinstance(content, str):
             raise InvalidRequest(f"Field '{where}.content' must be a string, got {json_type(content)}")
         if len(content) > limits.max_history_content_chars:
-            raise InvalidRequest(f"Field '{where}.content' is longer than {limits.max_history_content_chars} characters")
+            limit = limits.max_history_content_chars
+            raise InvalidRequest(f"Field '{where}.content' is longer than {limit} characters")
         clean.append({"role": role, "content": content})
     return clean
 

@@ -25,7 +25,12 @@ from limits import RateLimitItem, parse_many
 
 from gateway.errors import ConfigError
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "gateway.yaml"
+# In a checkout: config/gateway.yaml. In an installed wheel the same file ships
+# as gateway/default_config.yaml (pyproject force-include).
+_REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gateway.yaml"
+DEFAULT_CONFIG_PATH = (
+    _REPO_CONFIG if _REPO_CONFIG.is_file() else Path(__file__).resolve().parent / "default_config.yaml"
+)
 CONFIG_ENV = "GATEWAY_CONFIG"
 CHAT_URL_ENV = "CHAT_API_URL"
 CHAT_PATH = "/api/chat"
@@ -476,18 +481,25 @@ def _mapping(node: _Node) -> ChatMapping:
             if source not in REQUEST_SOURCES:
                 raise ConfigError(f"{path}: {source!r} is not one of: {', '.join(REQUEST_SOURCES)}")
             pairs.append((target, source))
+        targets = [target for target, _ in pairs]
+        for target in targets:
+            clash = next((other for other in targets if other.startswith(target + ".")), None)
+            if clash is not None:
+                raise ConfigError(
+                    f"{_join(r.path, target)}: conflicts with {clash!r}; a field cannot be both a value and an object"
+                )
         if not any(source == "$message" for _, source in pairs):
             raise r.fail("maps nothing from '$message'; the backend would never see the question")
         request = tuple(pairs)
     response = default.response
     if "response" in n:
-        r = n["response"].mapping(("response", "sources", "source_title", "source_url"))
+        rn = n["response"].mapping(("response", "sources", "source_title", "source_url"))
         d = ResponseMapping()
         response = ResponseMapping(
-            response=_get(r, "response", _Node.field_path, d.response),
-            sources=_get(r, "sources", _Node.field_path, d.sources),
-            source_title=_get(r, "source_title", _Node.field_path, d.source_title),
-            source_url=_get(r, "source_url", _Node.field_path, d.source_url),
+            response=_get(rn, "response", _Node.field_path, d.response),
+            sources=_get(rn, "sources", _Node.field_path, d.sources),
+            source_title=_get(rn, "source_title", _Node.field_path, d.source_title),
+            source_url=_get(rn, "source_url", _Node.field_path, d.source_url),
         )
     return ChatMapping(request=request, response=response)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -15,7 +16,7 @@ from gateway.config import ServerSettings
 _SENSITIVE = frozenset({"authorization", "token", "api_key", "apikey", "x-api-key", "password", "secret", "chat_token"})
 
 
-def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in event.keys() & _SENSITIVE:
         event[key] = "**********"
     return event

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import structlog
 from limits import RateLimitItem
 from limits.aio.storage import Storage
-from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 from gateway.config import RateLimitRule, RateLimitSettings
 from gateway.errors import RateLimited, ServiceUnavailable

@@ -15,7 +15,6 @@ depend on that mapping, so the ~100 lines live here.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -34,7 +33,7 @@ def _map_aiohttp_exceptions() -> Iterator[None]:
         raise httpx.ConnectTimeout(str(exc) or "connect timeout") from exc
     except aiohttp.SocketTimeoutError as exc:
         raise httpx.ReadTimeout(str(exc) or "read timeout") from exc
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise httpx.TimeoutException(str(exc) or "timeout") from exc
     except aiohttp.ClientConnectorError as exc:
         raise httpx.ConnectError(str(exc)) from exc

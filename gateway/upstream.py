@@ -20,6 +20,7 @@ from gateway.transport import AiohttpTransport
 
 # An answer bigger than this is not a chat answer; refuse it rather than buffer it.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+_JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
 def create_client(settings: ClientSettings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
@@ -47,7 +48,7 @@ async def post_json(
         "POST",
         upstream.url,
         content=json.dumps(body, ensure_ascii=False).encode(),
-        headers={**upstream.headers, **(headers or {}), "content-type": "application/json", "accept": "application/json"},
+        headers={**upstream.headers, **(headers or {}), **_JSON_HEADERS},
         timeout=httpx.Timeout(t.total, connect=t.connect, pool=t.total),
     )
     started = time.perf_counter()

@@ -198,6 +198,7 @@ def test_upstream_errors(extra: str, expected: str) -> None:
         ("{request: {question: $msg}}", "routes[0].mapping.request.question: '$msg' is not one of: $message, $sessionId, $history, $context, $requestId"),
         ("{request: {id: $sessionId}}", "routes[0].mapping.request: maps nothing from '$message'; the backend would never see the question"),
         ("{request: {'a..b': $message}}", "routes[0].mapping.request.a..b: 'a..b' is not a field path like 'answer' or 'data.answer'"),
+        ("{request: {q: $message, q.text: $history}}", "routes[0].mapping.request.q: conflicts with 'q.text'; a field cannot be both a value and an object"),
         ("{response: {answer: data.answer}}", "routes[0].mapping.response.answer: unknown key (expected one of: response, sources, source_title, source_url)"),
     ],
 )
