@@ -1,0 +1,110 @@
+"""Throughput and latency of /api/chat: direct-to-backend vs a naive httpx proxy vs the gateway.
+
+One run drives every target at 1, 64 and 200 concurrent connections (wrk) against a fast
+backend (nginx answering a fixed JSON body) and a slow one (0.5 s per answer), repeats
+each cell, and prints medians and the ratios to direct-to-backend measured in the same run.
+
+    .venv/bin/python bench/chat.py              # default: 5 s per cell, 3 repeats (~5 min)
+    .venv/bin/python bench/chat.py --quick      # 2 s per cell, 1 repeat (smoke run)
+    .venv/bin/python bench/chat.py --json out.json
+
+Everything runs on loopback and is torn down at the end. The gateway runs as
+``uvicorn gateway.app:create_app --factory`` with bench/gateway.bench.yaml (rate limit off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._lib import WrkResult, free_port, median_result, nginx_backend, uvicorn, wrk  # noqa: E402
+
+TARGETS = ("direct", "naive", "gateway")
+BACKENDS = ("fast", "slow")
+CONCURRENCY = (1, 64, 200)
+
+
+@contextlib.contextmanager
+def stack(backend: str) -> Iterator[dict[str, str]]:
+    """Start a backend and both proxies in front of it; yield target -> chat URL."""
+    bport, nport, gport = free_port(), free_port(), free_port()
+    backend_url = f"http://127.0.0.1:{bport}/api/chat"
+    with contextlib.ExitStack() as stack:
+        if backend == "fast":
+            stack.enter_context(nginx_backend(bport))
+        else:
+            stack.enter_context(uvicorn("bench.slow_backend:app", bport))
+        stack.enter_context(uvicorn("bench.naive_proxy:app", nport, env={"NAIVE_UPSTREAM": backend_url}))
+        stack.enter_context(
+            uvicorn(
+                "gateway.app:create_app",
+                gport,
+                env={"GATEWAY_CONFIG": "bench/gateway.bench.yaml", "CHAT_API_URL": backend_url},
+                factory=True,
+            )
+        )
+        yield {
+            "direct": backend_url,
+            "naive": f"http://127.0.0.1:{nport}/api/chat",
+            "gateway": f"http://127.0.0.1:{gport}/api/chat",
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements per cell; medians are reported")
+    parser.add_argument("--quick", action="store_true", help="2 s, 1 repeat")
+    parser.add_argument("--json", type=Path, help="write raw results here")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.repeat = 2.0, 1
+
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0:1]
+    print(f"# bench/chat.py  python {platform.python_version()}  cpus {len(__import__('os').sched_getaffinity(0))}"
+          f"  {(wrk_version or ['wrk ?'])[0].strip()}  duration {args.duration}s x {args.repeat}")
+    raw: dict[str, dict[str, dict[int, list[WrkResult]]]] = {}
+    for backend in BACKENDS:
+        with stack(backend) as urls:
+            for target in TARGETS:  # warm up connections, imports, JIT-less caches
+                wrk(urls[target], 16, 1.0)
+            cells = raw.setdefault(backend, {t: {c: [] for c in CONCURRENCY} for t in TARGETS})
+            for _ in range(args.repeat):  # interleave targets so drift hits all of them alike
+                for conns in CONCURRENCY:
+                    for target in TARGETS:
+                        cells[target][conns].append(wrk(urls[target], conns, args.duration))
+
+    med = {b: {t: {c: median_result(raw[b][t][c]) for c in CONCURRENCY} for t in TARGETS} for b in BACKENDS}
+    print(f"\n{'backend':8} {'conns':>5} {'target':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>9} {'errors':>7}"
+          f" {'x direct':>9}")
+    for b in BACKENDS:
+        for c in CONCURRENCY:
+            base = med[b]["direct"][c].rps
+            for t in TARGETS:
+                r = med[b][t][c]
+                ratio = r.rps / base if base else 0.0
+                print(f"{b:8} {c:5} {t:8} {r.rps:9.1f} {r.p50_ms:8.2f} {r.p99_ms:9.2f} {r.errors:7} {ratio:8.2f}x")
+    slow = med["slow"]
+    gw, naive = slow["gateway"][200].rps / slow["direct"][200].rps, slow["naive"][200].rps / slow["direct"][200].rps
+    print(f"\nslow backend (0.5 s) @ 200 connections: gateway/direct = {gw:.2f}x (target >= 0.9x), "
+          f"naive/direct = {naive:.2f}x")
+    fast = med["fast"]
+    print(f"fast backend @ 64 connections: gateway/direct = {fast['gateway'][64].rps / fast['direct'][64].rps:.2f}x, "
+          f"gateway/naive = {fast['gateway'][64].rps / max(fast['naive'][64].rps, 0.001):.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(
+            {b: {t: {c: [r.__dict__ for r in raw[b][t][c]] for c in CONCURRENCY} for t in TARGETS} for b in BACKENDS},
+            indent=2,
+        ))
+
+
+if __name__ == "__main__":
+    main()
