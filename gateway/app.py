@@ -26,6 +26,7 @@ from gateway.config import Route, Settings, load_settings
 from gateway.health import CachedProbe, health, http_probe
 from gateway.logs import configure_logging
 from gateway.middleware import RequestContextMiddleware
+from gateway.proxies import ClientResolver, parse_networks
 from gateway.ratelimit import RateLimiter, credential_key
 from gateway.upstream import create_client
 
@@ -78,6 +79,9 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.client_resolver = ClientResolver(
+        parse_networks(settings.server.trusted_proxies), settings.server.client_ip_header
+    )
     app.state.limiter_gate = limiter_gate
     return app
 
@@ -113,9 +117,12 @@ async def limiter_gate(request: Request, route: Route, session: str | None = Non
 
 
 def client_ip(request: Request) -> str:
+    """The client's address: the socket peer, or, behind a trusted proxy, what it forwarded."""
     state = request.scope["state"]
     if "client_ip" not in state:
-        state["client_ip"] = request.client.host if request.client else "unknown"
+        resolver: ClientResolver = request.app.state.client_resolver
+        peer = request.client.host if request.client else None
+        state["client_ip"] = resolver.resolve(peer, request.headers.getlist(resolver.header))
     return str(state["client_ip"])
 
 

@@ -56,6 +56,11 @@ HANDLERS = ("chat", "token", "health", "conversations")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 RATE_LIMIT_KEYS = ("ip", "credential", "session")
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
+CLIENT_IP_HEADERS = ("x-forwarded-for", "forwarded")
+DEFAULT_STORAGE_TIMEOUT = 0.25
+STORAGE_ERROR_MODES = ("open", "closed")
+RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "memcached")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -138,6 +143,9 @@ class ServerSettings:
     log_format: str = "auto"
     log_level: str = "info"
     log_message_content: bool = False
+    # Peers whose X-Forwarded-For / Forwarded is believed (see gateway/proxies.py).
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
+    client_ip_header: str = "x-forwarded-for"
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,8 @@ class ClientSettings:
 @dataclass(frozen=True)
 class RateLimitSettings:
     storage_url: str = "memory://"
+    on_storage_error: str = "open"
+    storage_timeout: float = DEFAULT_STORAGE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -322,9 +332,13 @@ def _settings(root: _Node, env: Mapping[str, str], source: str) -> Settings:
 
 
 def _server(node: _Node) -> ServerSettings:
-    n = node.mapping(("max_body_bytes", "log_format", "log_level", "log_message_content"))
+    n = node.mapping(
+        ("max_body_bytes", "log_format", "log_level", "log_message_content", "trusted_proxies", "client_ip_header")
+    )
     d = ServerSettings()
     return ServerSettings(
+        trusted_proxies=_get(n, "trusted_proxies", _trusted_proxies, d.trusted_proxies),
+        client_ip_header=_get(n, "client_ip_header", lambda x: x.string(CLIENT_IP_HEADERS), d.client_ip_header),
         max_body_bytes=_get(n, "max_body_bytes", _Node.positive_int, d.max_body_bytes),
         log_format=_get(n, "log_format", lambda x: x.string(LOG_FORMATS), d.log_format),
         log_level=_get(n, "log_level", lambda x: x.string(LOG_LEVELS), d.log_level),
@@ -341,9 +355,38 @@ def _client(node: _Node) -> ClientSettings:
     )
 
 
+def _trusted_proxies(node: _Node) -> tuple[str, ...]:
+    from gateway.proxies import parse_networks
+
+    values = node.value
+    if isinstance(values, str):  # "10.0.0.0/8, 127.0.0.1" from an environment variable
+        values = [v for v in values.split(",") if v.strip()]
+    if not isinstance(values, list):
+        raise node.fail(f"{values!r} is not a list of IP addresses or networks")
+    for index, value in enumerate(values):
+        try:
+            parse_networks([str(value)])
+        except ValueError as exc:
+            raise ConfigError(f"{node.path}[{index}]: {exc}") from None
+    return tuple(str(v).strip() for v in values)
+
+
+def _storage_url(node: _Node) -> str:
+    text = node.string()
+    scheme = urlsplit(text).scheme.removeprefix("async+")
+    if scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+        raise node.fail(f"{_redact_url(text)!r} is not a storage URL like memory:// or redis://host:6379/0")
+    return text
+
+
 def _rate_limit_settings(node: _Node) -> RateLimitSettings:
-    n = node.mapping(("storage",))
-    return RateLimitSettings(storage_url=_get(n, "storage", _Node.string, "memory://"))
+    n = node.mapping(("storage", "on_storage_error", "storage_timeout"))
+    d = RateLimitSettings()
+    return RateLimitSettings(
+        storage_url=_get(n, "storage", _storage_url, d.storage_url),
+        on_storage_error=_get(n, "on_storage_error", lambda x: x.string(STORAGE_ERROR_MODES), d.on_storage_error),
+        storage_timeout=_get(n, "storage_timeout", _Node.duration, d.storage_timeout),
+    )
 
 
 def _health(node: _Node) -> HealthSettings:

@@ -22,6 +22,29 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+class StderrLogger:
+    """Writes each rendered event to whatever ``sys.stderr`` is at that moment.
+
+    Resolving the stream per write (rather than binding it once, as
+    ``WriteLoggerFactory`` does) keeps logging working when the stream is
+    replaced, e.g. by a supervisor or a test's capture, and a failed write is
+    dropped like ``logging`` does: a log line must never fail a request.
+    """
+
+    def msg(self, message: str) -> None:
+        try:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _logger_factory(*args: Any) -> StderrLogger:
+    return StderrLogger()
+
+
 def configure_logging(settings: ServerSettings) -> None:
     fmt = settings.log_format
     if fmt == "auto":
@@ -41,6 +64,6 @@ def configure_logging(settings: ServerSettings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings.log_level.upper())),
-        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        logger_factory=_logger_factory,
         cache_logger_on_first_use=False,
     )

@@ -1,15 +1,25 @@
 """Rate limiting with the ``limits`` library, in front of every route.
 
 Algorithm: the moving window (``MovingWindowRateLimiter``): exact, it never
-admits more than N requests in any window of the configured length, and in
-Redis each hit is one Lua script, so the check and the increment are one
-atomic operation (no read-then-write race, cf. APISIX #12592, Kong #11846).
-``limits`` has no token bucket; bursts are shaped by stacking limits
-(``10/second;60/minute``). A request must pass every limit of its route;
-the limits are hit in order and the first that refuses ends the check.
+admits more than N requests in any window of the configured length. In Redis
+each hit is one Lua script (check and record in one atomic step, no
+read-then-write race), so any number of workers and replicas sharing one
+Redis admit exactly N. ``limits`` has no token bucket; bursts are shaped by
+stacking limits (``10/second;60/minute``). A request must pass every limit of
+its route; limits are hit in order and the first refusal ends the check, so a
+request refused by a later limit still counted against the earlier ones
+(conservative: never more than N admitted by any one limit).
 
-Keys: a rule counts per client IP (default), per credential (a hash of the
+Keys: a rule counts per client IP (default; see gateway/proxies.py for how
+the IP is found behind nginx), per credential (a hash of the
 ``Authorization`` header, never the credential itself) or per sessionId.
+
+Storage failures: every storage call has a short deadline
+(``rate_limit.storage_timeout``). When Redis is down or slow the gateway
+neither hangs nor answers 500: ``on_storage_error: open`` admits the request,
+logs and counts it; ``closed`` answers 503 SERVICE_UNAVAILABLE. Nothing is
+cached about the failure, so the next request tries Redis again and the
+limiter recovers by itself when Redis returns.
 """
 
 from __future__ import annotations
@@ -18,8 +28,9 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 from limits import RateLimitItem
@@ -32,8 +43,11 @@ from gateway.errors import RateLimited, ServiceUnavailable
 
 log = structlog.get_logger("gateway.ratelimit")
 
-# A limiter that cannot answer within this long is treated as unavailable.
-STORAGE_TIMEOUT = 0.5
+T = TypeVar("T")
+
+
+class _StorageFailed(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -62,9 +76,15 @@ def credential_key(authorization: str | None) -> str:
 
 class RateLimiter:
     def __init__(self, settings: RateLimitSettings, clock: Callable[[], float] = time.time) -> None:
-        self.storage: Storage = storage_from_string(_async_uri(settings.storage_url))
+        self.settings = settings
+        self.storage = open_storage(settings.storage_url)
         self.strategy = MovingWindowRateLimiter(self.storage)
         self.clock = clock
+        found = getattr(self.storage, "base_exceptions", ())
+        base: tuple[type[Exception], ...] = found if isinstance(found, tuple) else (found,)
+        self.errors: tuple[type[Exception], ...] = (TimeoutError, ConnectionError, OSError, *base)
+        # Requests admitted without a check because the storage failed (fail-open).
+        self.failed_open = 0
 
     async def check(self, scope: str, rules: tuple[RateLimitRule, ...], keys: dict[str, str]) -> Decision | None:
         """Count one request against ``rules``; raise RateLimited when over a limit.
@@ -72,6 +92,19 @@ class RateLimiter:
         ``keys`` maps a key kind (ip, credential, session) to its value; rules
         whose kind is absent are skipped (e.g. session before a session exists).
         """
+        if not rules:
+            return None
+        try:
+            return await self._check(scope, rules, keys)
+        except _StorageFailed as exc:
+            if self.settings.on_storage_error == "closed":
+                log.error("ratelimit_storage_unavailable", error=str(exc), action="refused")
+                raise ServiceUnavailable("Rate limiter is unavailable; try again shortly") from None
+            self.failed_open += 1
+            log.error("ratelimit_storage_unavailable", error=str(exc), action="admitted", failed_open=self.failed_open)
+            return None
+
+    async def _check(self, scope: str, rules: tuple[RateLimitRule, ...], keys: dict[str, str]) -> Decision | None:
         tightest: Decision | None = None
         for rule in rules:
             value = keys.get(rule.key)
@@ -98,20 +131,35 @@ class RateLimiter:
                     tightest = decision
         return tightest
 
-    async def _call(self, coro):  # type: ignore[no-untyped-def]
+    async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
-            async with asyncio.timeout(STORAGE_TIMEOUT):
-                return await coro
-        except (TimeoutError, ConnectionError, OSError) as exc:
-            log.error("ratelimit_storage_unavailable", error=type(exc).__name__)
-            raise ServiceUnavailable("Rate limiter is unavailable; try again shortly") from None
+            async with asyncio.timeout(self.settings.storage_timeout):
+                return await awaitable
+        except TimeoutError:
+            raise _StorageFailed(f"no answer within {self.settings.storage_timeout:g}s") from None
+        except self.errors as exc:
+            raise _StorageFailed(type(exc).__name__) from None
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.storage_timeout):
+                return bool(await self.storage.check())
+        except Exception:
+            return False
+
+
+def open_storage(url: str) -> Storage:
+    """``memory://`` or ``redis://...`` (users write the sync names; the asyncio storages
+    are ``async+...``). Redis goes through redis-py, the client most deployments know."""
+    uri = url if url.startswith("async+") else f"async+{url}"
+    options: dict[str, str] = {}
+    if uri.startswith(("async+redis://", "async+rediss://")):
+        options["implementation"] = "redispy"
+    storage = storage_from_string(uri, **options)
+    assert isinstance(storage, Storage)
+    return storage
 
 
 def _describe(item: RateLimitItem) -> str:
     unit = item.GRANULARITY.name
     return f"{item.amount} per {item.multiples} {unit}s" if item.multiples > 1 else f"{item.amount} per {unit}"
-
-
-def _async_uri(url: str) -> str:
-    # Users write redis://...; limits' asyncio storages are named async+redis://.
-    return url if url.startswith("async+") else f"async+{url}"

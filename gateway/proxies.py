@@ -1,0 +1,95 @@
+"""Client identity behind reverse proxies, without trusting what a client can forge.
+
+The direct peer of the socket is the client unless it is a trusted proxy. Only
+then is the forwarding header read, walked from right to left (the right end
+was written by the proxy nearest to us), skipping hops that are themselves
+trusted proxies; the first untrusted address is the client. Whatever a client
+puts at the left end of ``X-Forwarded-For`` is therefore never reached while a
+trusted proxy appended the real address after it.
+
+Exactly one header is honoured, ``X-Forwarded-For`` (what nginx sets with
+``$proxy_add_x_forwarded_for``) or RFC 7239 ``Forwarded``, chosen in the
+config: honouring both would let a client send the one the proxy does not
+rewrite. A hop that is not an IP address (``unknown``, an obfuscated
+identifier, garbage) stops the walk; the address of the trusted hop that
+reported it is used instead, so such a client still shares a budget with
+others behind the same proxy rather than getting one of its own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_FORWARDED_FOR = re.compile(r'(?:^|;)\s*for\s*=\s*("([^"]*)"|[^;,\s]*)', re.IGNORECASE)
+
+
+def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """'10.0.0.0/8', '127.0.0.1', '::1' -> networks; raises ValueError naming the bad entry."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An address from a header hop: '1.2.3.4', '1.2.3.4:5678', '[::1]:80', '::1'; None if not an IP."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:  # IPv4 with a port
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def forwarded_for_hops(values: Sequence[str]) -> list[str]:
+    """The ``for=`` values of RFC 7239 ``Forwarded`` headers, left to right."""
+    hops = []
+    for value in values:
+        for element in value.split(","):
+            match = _FORWARDED_FOR.search(element)
+            hops.append(match.group(2) if match and match.group(2) is not None else (match.group(1) if match else ""))
+    return hops
+
+
+def x_forwarded_for_hops(values: Sequence[str]) -> list[str]:
+    return [hop.strip() for value in values for hop in value.split(",")]
+
+
+class ClientResolver:
+    def __init__(self, trusted: tuple[IPNetwork, ...], header: str = "x-forwarded-for") -> None:
+        self.trusted = trusted
+        self.header = header.lower()
+
+    def is_trusted(self, address: IPAddress) -> bool:
+        return any(address in network for network in self.trusted)
+
+    def resolve(self, peer: str | None, header_values: Sequence[str]) -> str:
+        """The client address for a request from ``peer`` carrying these forwarding header values."""
+        if peer is None:
+            return "unknown"
+        current = parse_ip(peer)
+        if current is None or not self.trusted or not self.is_trusted(current) or not header_values:
+            return peer
+        hops = forwarded_for_hops(header_values) if self.header == "forwarded" else x_forwarded_for_hops(header_values)
+        for hop in reversed(hops):
+            address = parse_ip(hop)
+            if address is None:
+                return str(current)  # unknown / garbage: the reporting (trusted) hop
+            current = address
+            if not self.is_trusted(address):
+                return str(address)
+        return str(current)  # every hop trusted: the leftmost one
