@@ -59,7 +59,7 @@ async def test_stacked_limits_shape_bursts(clock: list[float]) -> None:
     limiter = RateLimiter(RateLimitSettings(), clock=lambda: clock[0])
     rule = rules("2/second;5/minute")
     admitted = 0
-    for second in range(10):
+    for _second in range(10):
         for _ in range(3):
             try:
                 await limiter.check("/c", rule, {"ip": "a"})
