@@ -130,8 +130,8 @@ def wrk(url: str, connections: int, duration: float, script: str = WRK_SCRIPT) -
     try:
         threads = min(2, connections)
         out = subprocess.run(
-            [binary, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--timeout", "10s",
-             "--latency", "-s", f.name, url],
+            [binary, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s",
+             "--timeout", "10s", "--latency", "-s", f.name, url],
             capture_output=True, text=True, check=True,
         ).stdout
     finally:

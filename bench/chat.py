@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._lib import WrkResult, free_port, median_result, nginx_backend, uvicorn, wrk  # noqa: E402
+from bench._lib import WrkResult, free_port, median_result, nginx_backend, uvicorn, wrk
 
 TARGETS = ("direct", "naive", "gateway")
 BACKENDS = ("fast", "slow")
