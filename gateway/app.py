@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
 from gateway import errors
+from gateway.avatar.runtime import open_avatar
 from gateway.chat import chat
 from gateway.config import Route, Settings, load_settings
 from gateway.health import CachedProbe, health, http_probe
@@ -28,6 +29,7 @@ from gateway.logs import configure_logging
 from gateway.middleware import RequestContextMiddleware
 from gateway.proxies import ClientResolver, parse_networks
 from gateway.ratelimit import RateLimiter, credential_key
+from gateway.tokens import end_session, get_access_token
 from gateway.upstream import create_client
 
 log = structlog.get_logger("gateway")
@@ -39,7 +41,7 @@ async def _health(request: Request, route: Route) -> Response:
     return await health(request)
 
 
-HANDLERS: dict[str, Handler] = {"chat": chat, "health": _health}
+HANDLERS: dict[str, Handler] = {"chat": chat, "health": _health, "token": get_access_token, "session_end": end_session}
 
 _HTTP_ERRORS: dict[int, type[errors.GatewayError]] = {
     400: errors.InvalidRequest,
@@ -50,10 +52,15 @@ _HTTP_ERRORS: dict[int, type[errors.GatewayError]] = {
 }
 
 
-def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Starlette:
     """Build the gateway. With no settings, loads ``GATEWAY_CONFIG`` (or the
     bundled ``config/gateway.yaml``). ``transport`` replaces the upstream
-    transport, for tests."""
+    transport and ``clock`` the wall clock of avatar sessions, for tests."""
     settings = settings or load_settings()
     configure_logging(settings.server)
     routes = []
@@ -65,10 +72,13 @@ def create_app(settings: Settings | None = None, *, transport: httpx.AsyncBaseTr
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with create_client(settings.client, transport) as http:
+        async with create_client(settings.client, transport) as http, open_avatar(settings, http, clock) as avatar:
             app.state.http = http
             app.state.limiter = RateLimiter(settings.rate_limit)
             app.state.probes = _probes(settings, http)
+            app.state.avatar = avatar
+            if avatar is not None and "avatar" not in app.state.probes:
+                app.state.probes["avatar"] = avatar.probe(settings.health)
             log.info("gateway_started", config=settings.source, routes=[r.path for r in settings.routes])
             yield
 

@@ -14,6 +14,7 @@ from gateway.body import json_type, read_json_object
 from gateway.config import ChatLimits, Route
 from gateway.errors import InvalidRequest, ProviderError
 from gateway.mapping import ChatTurn, build_backend_body, parse_backend_answer
+from gateway.tokens import authorize_chat, bind_chat_session
 from gateway.upstream import post_json
 
 log = structlog.get_logger("gateway.chat")
@@ -86,7 +87,8 @@ def _validate_history(history: Any, limits: ChatLimits) -> list[dict[str, str]]:
 async def chat(request: Request, route: Route) -> JSONResponse:
     app_state = request.app.state
     state = request.scope["state"]
-    data = await read_json_object(request, app_state.settings.server.max_body_bytes)
+    session = authorize_chat(request)  # None unless avatar.require_session_token
+    data = bind_chat_session(await read_json_object(request, app_state.settings.server.max_body_bytes), session)
     turn = validate_chat(data, route.limits, state["request_id"])
     state["session_id"] = turn.session_id
     await app_state.limiter_gate(request, route, session=turn.session_id)

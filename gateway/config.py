@@ -51,8 +51,9 @@ DEFAULT_RATE_LIMITS = {
     "token": "10/minute",
     "health": "100/minute",
     "conversations": "60/minute",
+    "session_end": "60/minute",
 }
-HANDLERS = ("chat", "token", "health", "conversations")
+HANDLERS = ("chat", "token", "health", "conversations", "session_end")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 RATE_LIMIT_KEYS = ("ip", "credential", "session")
@@ -61,6 +62,16 @@ CLIENT_IP_HEADERS = ("x-forwarded-for", "forwarded")
 DEFAULT_STORAGE_TIMEOUT = 0.25
 STORAGE_ERROR_MODES = ("open", "closed")
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "memcached")
+# The token route is for server-side callers: count per credential, not per IP.
+DEFAULT_RATE_LIMIT_KEYS = {"token": "credential"}
+AVATAR_PROVIDERS = ("local", "liveavatar", "heygen")
+AVATAR_BASE_URLS = {"liveavatar": "https://api.liveavatar.com", "heygen": "https://api.heygen.com"}
+LIVEAVATAR_MODES = ("FULL", "LITE")
+DEFAULT_SESSION_TTL = 300.0
+DEFAULT_MAX_CONCURRENT_SESSIONS = 3
+DEFAULT_AVATAR_TIMEOUTS = (2.0, 10.0)
+DEFAULT_REAP_INTERVAL = 5.0
+MIN_SIGNING_SECRET_CHARS = 32
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -170,6 +181,33 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """Server credentials accepted on the token route (several, for rotation)."""
+
+    api_keys: tuple[Secret, ...] = ()
+
+
+@dataclass(frozen=True)
+class AvatarSettings:
+    """The avatar provider and the session guard; see docs/tokens.md."""
+
+    provider: str = "local"
+    api_key: Secret | None = None
+    base_url: str | None = None
+    mode: str = "FULL"
+    timeouts: Timeouts = field(default_factory=lambda: Timeouts(*DEFAULT_AVATAR_TIMEOUTS))
+    session_ttl: float = DEFAULT_SESSION_TTL
+    max_concurrent_sessions: int | None = DEFAULT_MAX_CONCURRENT_SESSIONS
+    avatars: tuple[str, ...] = ()
+    voices: tuple[str, ...] = ()
+    require_session_token: bool = False
+    signing_secret: Secret | None = None
+    production: bool = False
+    session_store: str | None = None
+    reap_interval: float = DEFAULT_REAP_INTERVAL
+
+
+@dataclass(frozen=True)
 class Settings:
     routes: tuple[Route, ...]
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -177,6 +215,8 @@ class Settings:
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     source: str = "<defaults>"
+    avatar: AvatarSettings = field(default_factory=AvatarSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     def route_for(self, handler: str) -> Route | None:
         return next((r for r in self.routes if r.handler == handler), None)
@@ -312,7 +352,7 @@ def _get(nodes: dict[str, _Node], key: str, parse: Any, default: Any) -> Any:
 
 
 def _settings(root: _Node, env: Mapping[str, str], source: str) -> Settings:
-    top = root.mapping(("server", "client", "rate_limit", "health", "routes"))
+    top = root.mapping(("server", "client", "rate_limit", "health", "routes", "avatar", "auth"))
     if "routes" not in top:
         raise root.fail("missing required key 'routes'")
     routes = tuple(_route(node, env) for node in top["routes"].items())
@@ -321,14 +361,19 @@ def _settings(root: _Node, env: Mapping[str, str], source: str) -> Settings:
         if route.path in seen:
             raise ConfigError(f"routes[{index}].path: {route.path!r} is declared twice")
         seen.add(route.path)
-    return Settings(
+    settings = Settings(
         routes=routes,
         server=_get(top, "server", _server, ServerSettings()),
         client=_get(top, "client", _client, ClientSettings()),
         rate_limit=_get(top, "rate_limit", _rate_limit_settings, RateLimitSettings()),
         health=_get(top, "health", _health, HealthSettings()),
         source=source,
+        avatar=_get(top, "avatar", _avatar, AvatarSettings()),
+        auth=_get(top, "auth", _auth, AuthSettings()),
     )
+    if settings.avatar.production and settings.route_for("token") and not settings.auth.api_keys:
+        raise ConfigError("auth.api_keys: required when avatar.production is true (set GATEWAY_API_KEYS)")
+    return settings
 
 
 def _server(node: _Node) -> ServerSettings:
@@ -411,7 +456,9 @@ def _route(node: _Node, env: Mapping[str, str]) -> Route:
     handler = n["handler"].string(HANDLERS)
     default_methods = ("GET",) if handler == "health" else ("POST",)
     methods = _get(n, "methods", _methods, default_methods)
-    rate_limits = _rate_limits(n.get("rate_limit"), DEFAULT_RATE_LIMITS[handler])
+    rate_limits = _rate_limits(
+        n.get("rate_limit"), DEFAULT_RATE_LIMITS[handler], DEFAULT_RATE_LIMIT_KEYS.get(handler, "ip")
+    )
     if handler != "chat":
         for key in ("upstream", "mapping", "limits", "fallback_response"):
             if key in n:
@@ -448,27 +495,27 @@ def _methods(node: _Node) -> tuple[str, ...]:
     return tuple(methods)
 
 
-def _rate_limits(node: _Node | None, default: str) -> tuple[RateLimitRule, ...]:
+def _rate_limits(node: _Node | None, default: str, default_key: str = "ip") -> tuple[RateLimitRule, ...]:
     """``rate_limit`` is a string ('60/minute', '10/second;60/minute'), ``off``,
     a mapping ``{limit, key}``, or a list of those for several keys."""
     if node is None:
-        return (_rate_limit_rule(_Node(default, "rate_limit")),)
+        return (_rate_limit_rule(_Node(default, "rate_limit"), default_key),)
     if node.value in ("off", False):
         return ()
     if isinstance(node.value, list):
-        return tuple(_rate_limit_rule(item) for item in node.items())
-    return (_rate_limit_rule(node),)
+        return tuple(_rate_limit_rule(item, default_key) for item in node.items())
+    return (_rate_limit_rule(node, default_key),)
 
 
-def _rate_limit_rule(node: _Node) -> RateLimitRule:
-    key = "ip"
+def _rate_limit_rule(node: _Node, default_key: str = "ip") -> RateLimitRule:
+    key = default_key
     limit_node = node
     if isinstance(node.value, dict):
         n = node.mapping(("limit", "key"))
         if "limit" not in n:
             raise node.fail("missing required key 'limit'")
         limit_node = n["limit"]
-        key = _get(n, "key", lambda x: x.string(RATE_LIMIT_KEYS), "ip")
+        key = _get(n, "key", lambda x: x.string(RATE_LIMIT_KEYS), default_key)
     text = limit_node.string()
     try:
         items = tuple(parse_many(text))
@@ -558,3 +605,94 @@ def _chat_limits(node: _Node) -> ChatLimits:
         ),
         max_session_id_chars=_get(n, "max_session_id_chars", _Node.positive_int, d.max_session_id_chars),
     )
+
+
+def _auth(node: _Node) -> AuthSettings:
+    """``api_keys``: a list, or one comma-separated string (``${GATEWAY_API_KEYS}``)."""
+    n = node.mapping(("api_keys",))
+    keys_node = n.get("api_keys")
+    if keys_node is None or keys_node.value in (None, ""):
+        return AuthSettings()
+    if isinstance(keys_node.value, str):
+        raw = [part.strip() for part in keys_node.value.split(",")]
+    elif isinstance(keys_node.value, list):
+        raw = []
+        for item in keys_node.items():
+            if not isinstance(item.value, str):
+                raise item.fail("is not a string")  # never echo what may be a key
+            raw.append(item.value.strip())
+    else:
+        raise keys_node.fail("is not a list or a comma-separated string of keys")
+    keys = tuple(Secret(key) for key in raw if key)
+    for index, key in enumerate(keys):
+        if len(key) < 16:
+            raise ConfigError(f"{keys_node.path}[{index}]: key is shorter than 16 characters")
+    return AuthSettings(api_keys=keys)
+
+
+def _avatar(node: _Node) -> AvatarSettings:
+    n = node.mapping(
+        (
+            "provider", "api_key", "base_url", "mode", "timeouts", "session_ttl", "max_concurrent_sessions",
+            "avatars", "voices", "require_session_token", "signing_secret", "production", "session_store",
+            "reap_interval",
+        )
+    )
+    d = AvatarSettings()
+    provider = _get(n, "provider", lambda x: x.string(AVATAR_PROVIDERS), d.provider)
+    api_key = _get(n, "api_key", _secret, None) or None
+    if provider != "local" and api_key is None:
+        raise ConfigError(f"avatar.api_key: required for provider {provider!r} (e.g. api_key: ${{LIVEAVATAR_API_KEY}})")
+    timeouts = d.timeouts
+    if "timeouts" in n:
+        t = n["timeouts"].mapping(("connect", "total"))
+        timeouts = Timeouts(
+            connect=_get(t, "connect", _Node.duration, timeouts.connect),
+            total=_get(t, "total", _Node.duration, timeouts.total),
+        )
+        if timeouts.connect > timeouts.total:
+            raise n["timeouts"].fail(f"connect ({timeouts.connect:g}s) is longer than total ({timeouts.total:g}s)")
+    cap = d.max_concurrent_sessions
+    if "max_concurrent_sessions" in n:
+        cap_node = n["max_concurrent_sessions"]
+        cap = None if cap_node.value in (None, "off", False) else cap_node.positive_int()
+    secret = _get(n, "signing_secret", _secret, None) or None
+    if secret is not None and len(secret) < MIN_SIGNING_SECRET_CHARS:
+        raise ConfigError(f"avatar.signing_secret: shorter than {MIN_SIGNING_SECRET_CHARS} characters")
+    production = _get(n, "production", _Node.boolean, d.production)
+    if production and secret is None:
+        raise ConfigError(
+            "avatar.signing_secret: required when avatar.production is true (set GATEWAY_SIGNING_SECRET)"
+        )
+    store = _get(n, "session_store", _Node.string, None)
+    if store is not None and not store.startswith(("memory://", "redis://", "rediss://", "unix://")):
+        raise n["session_store"].fail(f"{_redact_url(store)!r} is not a memory:// or redis:// URL")
+    return AvatarSettings(
+        provider=provider,
+        api_key=api_key,
+        base_url=_get(n, "base_url", _Node.url, None),
+        mode=_get(n, "mode", lambda x: x.string(LIVEAVATAR_MODES), d.mode),
+        timeouts=timeouts,
+        session_ttl=_get(n, "session_ttl", _Node.duration, d.session_ttl),
+        max_concurrent_sessions=cap,
+        avatars=_get(n, "avatars", _id_list, ()),
+        voices=_get(n, "voices", _id_list, ()),
+        require_session_token=_get(n, "require_session_token", _Node.boolean, d.require_session_token),
+        signing_secret=secret,
+        production=production,
+        session_store=store,
+        reap_interval=_get(n, "reap_interval", _Node.duration, d.reap_interval),
+    )
+
+
+def _secret(node: _Node) -> Secret:
+    # An empty value (``${VAR:-}``) means "not set"; the value itself is never echoed.
+    if node.value is None or node.value == "":
+        return Secret("")
+    if not isinstance(node.value, str) or "\n" in node.value or "\r" in node.value:
+        raise node.fail("is not a single-line string")
+    return Secret(node.value)
+
+
+def _id_list(node: _Node) -> tuple[str, ...]:
+    return tuple(item.string() for item in node.items())

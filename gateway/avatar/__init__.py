@@ -1,0 +1,1 @@
+"""Avatar sessions: provider adapters, gateway-signed tokens and the session guard."""
