@@ -51,7 +51,8 @@ class SessionGuard:
         except BaseException:
             await self.store.release(slot.session_id)
             raise
-        await self.store.commit(slot.session_id, SessionRecord(minted.session_id, self.provider.name, minted.expires_at))
+        record = SessionRecord(minted.session_id, self.provider.name, minted.expires_at)
+        await self.store.commit(slot.session_id, record)
         return minted
 
     async def end(self, session_id: str) -> bool:

@@ -33,7 +33,7 @@ class HeyGenProvider:
             raise ProviderError(f"{self._vendor.label} refused the request")
         data = answer.get("data")
         token = data.get("token") if isinstance(data, dict) else None
-        if not nonempty_string(token):
+        if not isinstance(token, str) or not nonempty_string(token):
             raise self._vendor.malformed("no 'data.token' string")
         return MintedSession(session_id=str(uuid.uuid4()), token=token, expires_at=float(int(started + duration)))
 

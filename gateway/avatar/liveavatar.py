@@ -43,9 +43,9 @@ class LiveAvatarProvider:
         if not isinstance(data, dict):
             raise self._vendor.malformed("no 'data' object")
         session_id, token = data.get("session_id"), data.get("session_token")
-        if not nonempty_string(session_id):
+        if not isinstance(session_id, str) or not nonempty_string(session_id):
             raise self._vendor.malformed("no 'data.session_id' string")
-        if not nonempty_string(token):
+        if not isinstance(token, str) or not nonempty_string(token):
             raise self._vendor.malformed("no 'data.session_token' string")
         return MintedSession(session_id=session_id, token=token, expires_at=float(int(started + duration)))
 

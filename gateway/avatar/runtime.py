@@ -69,7 +69,7 @@ async def open_avatar(
         return
     clock = clock or time.time
     avatar = settings.avatar
-    secret = avatar.signing_secret
+    secret: str | None = avatar.signing_secret
     if not secret:
         secret = ephemeral_secret()
         log.warning(

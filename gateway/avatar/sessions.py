@@ -154,7 +154,9 @@ class RedisStore:
         return "RedisStore(url='**********')"
 
     async def reserve(self, record: SessionRecord, now: float, cap: int | None) -> float | None:
-        args = [repr(now), -1 if cap is None else cap, repr(record.expires_at), record.session_id, record.dumps()]
+        args: list[str | int] = [
+            repr(now), -1 if cap is None else cap, repr(record.expires_at), record.session_id, record.dumps()
+        ]
         oldest = await self._call(self._reserve(keys=self._keys, args=args))
         return None if oldest is None else float(oldest)
 
