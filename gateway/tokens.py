@@ -33,7 +33,7 @@ from gateway.errors import InternalError, InvalidRequest
 log = structlog.get_logger("gateway.tokens")
 
 MAX_ID_CHARS = 128
-_ID = re.compile(r"^[A-Za-z0-9._:\-]+$")
+_ID = re.compile(r"[A-Za-z0-9._:\-]+")
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -54,7 +54,7 @@ def _identifier(data: dict[str, Any], name: str, allowed: tuple[str, ...], kind:
     value = data[name]
     if not isinstance(value, str):
         raise InvalidRequest(f"Field '{name}' must be a string, got {json_type(value)}")
-    if not (0 < len(value) <= MAX_ID_CHARS and _ID.match(value)):
+    if not (0 < len(value) <= MAX_ID_CHARS and _ID.fullmatch(value)):
         raise InvalidRequest(
             f"Field '{name}' must be 1 to {MAX_ID_CHARS} characters of letters, digits, '.', '_', ':' or '-'"
         )
