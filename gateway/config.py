@@ -655,7 +655,8 @@ def _avatar(node: _Node) -> AvatarSettings:
     cap = d.max_concurrent_sessions
     if "max_concurrent_sessions" in n:
         cap_node = n["max_concurrent_sessions"]
-        cap = None if cap_node.value in (None, "off", False) else cap_node.positive_int()
+        off = cap_node.value is None or cap_node.value is False or cap_node.value == "off"
+        cap = None if off else cap_node.positive_int()
     secret = _get(n, "signing_secret", _secret, None) or None
     if secret is not None and len(secret) < MIN_SIGNING_SECRET_CHARS:
         raise ConfigError(f"avatar.signing_secret: shorter than {MIN_SIGNING_SECRET_CHARS} characters")

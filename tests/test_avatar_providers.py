@@ -17,8 +17,8 @@ from tests.tokens_support import (  # noqa: F401  (fixtures)
     START,
     VENDOR_KEY,
     auth,
-    clock,
-    token_client,
+    clock_fixture,
+    token_client_fixture,
 )
 
 TOKEN = "/api/get-access-token"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -23,8 +24,8 @@ from tests.tokens_support import (  # noqa: F401  (fixtures)
     VENDOR_KEY,
     FakeClock,
     auth,
-    clock,
-    token_client,
+    clock_fixture,
+    token_client_fixture,
     token_settings,
 )
 
@@ -243,12 +244,30 @@ def redis(tmp_path) -> Iterator[Redis]:
     server.stop()
 
 
-def test_app_uses_the_limiter_redis_for_sessions(token_client, redis: Redis) -> None:
-    settings = {"max_concurrent_sessions": 1}
+def test_replicas_share_sessions_through_redis(token_client, redis: Redis) -> None:
+    # (Defaulting to the limiter's Redis is covered by the store_url test above.)
+    settings = {"max_concurrent_sessions": 1, "session_store": redis.url}
 
-    first = token_client(token_settings(settings, top={"rate_limit": {"storage": redis.url}}))
-    second = token_client(token_settings(settings, top={"rate_limit": {"storage": redis.url}}))
+    first = token_client(token_settings(settings))
+    second = token_client(token_settings(settings))
     assert isinstance(first.app.state.avatar.store, RedisStore)
     assert first.post(TOKEN, json=BODY, headers=auth()).status_code == 200
     # Another replica sharing the same Redis sees the slot taken.
     assert second.post(TOKEN, json=BODY, headers=auth()).status_code == 429
+
+
+def test_background_reaper_stops_expired_sessions(token_client, clock, httpx_mock: HTTPXMock) -> None:
+    """The lifespan's reaper runs on its own; we wait for the stop call it makes
+    (an event, not a duration) after moving the injected clock past expiry."""
+    httpx_mock.add_response(url=f"{LIVEAVATAR}/v1/sessions/token", json=la_ok(1))
+    httpx_mock.add_response(url=f"{LIVEAVATAR}/v1/sessions/stop", json={"code": 100})
+    client = token_client(avatar={**LA_SETTINGS, "reap_interval": "10ms"})
+    assert client.post(TOKEN, json=BODY, headers=auth()).status_code == 200
+    clock.advance(300)
+    store = client.app.state.avatar.store
+    deadline = time.monotonic() + 10
+    while client.portal.call(store.live, 0.0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.portal.call(store.live, 0.0) == 0
+    stop = httpx_mock.get_request(url=f"{LIVEAVATAR}/v1/sessions/stop")
+    assert json.loads(stop.content) == {"session_id": "la-1", "reason": "MAX_DURATION_REACHED"}

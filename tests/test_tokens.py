@@ -20,8 +20,8 @@ from tests.tokens_support import (  # noqa: F401  (fixtures)
     SIGNING_SECRET,
     START,
     auth,
-    clock,
-    token_client,
+    clock_fixture,
+    token_client_fixture,
     token_settings,
 )
 

@@ -67,13 +67,15 @@ def auth(key: str = KEY_A) -> dict[str, str]:
 BODY = {"avatarId": "Pedro_Blue_Shirt_public", "voiceId": "voice-1"}
 
 
-@pytest.fixture
-def clock() -> FakeClock:
+# Registered under their names with ``name=``, so test modules import the
+# functions (``clock_fixture``) without shadowing them by the parameter names.
+@pytest.fixture(name="clock")
+def clock_fixture() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def token_client(clock: FakeClock) -> Iterator[Callable[..., TestClient]]:
+@pytest.fixture(name="token_client")
+def token_client_fixture(clock: FakeClock) -> Iterator[Callable[..., TestClient]]:
     """A TestClient (lifespan running) on the injected clock; vendor calls go
     through httpx's own transport, which pytest-httpx fakes."""
     stack: list[TestClient] = []
