@@ -107,11 +107,17 @@ async def storage_lifespan(app: Starlette, settings: Settings) -> AsyncIterator[
     still starts and chats), run the chat-turn recorder, flush and close on shutdown."""
     app.state.store = None
     app.state.turns = None
+    app.state.storage_probe = None
     if not uses_storage(settings):
         yield
         return
     store = open_store(settings.storage.url, settings.storage.pool_size)
     recorder = TurnRecorder(store, settings.storage)
+
+    async def probe() -> bool:
+        return app.state.store is not None and await store.ping()
+
+    app.state.storage_probe = CachedProbe(probe, settings.health.cache_seconds)
 
     async def connect() -> None:
         delay = 1.0
@@ -131,7 +137,7 @@ async def storage_lifespan(app: Starlette, settings: Settings) -> AsyncIterator[
             return
 
     connecting = asyncio.create_task(connect())
-    await asyncio.wait({connecting}, timeout=10)  # normally ready before the first request
+    await asyncio.wait({connecting}, timeout=3)  # normally ready before the first request
     try:
         yield
     finally:
