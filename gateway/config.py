@@ -60,7 +60,7 @@ DEFAULT_DATABASE_URL = "sqlite:///data/gateway.db"
 DATABASE_URL_ENV = "DATABASE_URL"
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
 CLIENT_IP_HEADERS = ("x-forwarded-for", "forwarded")
-DEFAULT_STORAGE_TIMEOUT = 0.25
+DEFAULT_STORAGE_TIMEOUT = 1.0
 STORAGE_ERROR_MODES = ("open", "closed")
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "memcached")
 
