@@ -7,6 +7,7 @@ probes) open once in ``lifespan`` and reach handlers through ``app.state``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,11 +25,13 @@ from gateway import errors
 from gateway.avatar.runtime import open_avatar
 from gateway.chat import chat
 from gateway.config import Route, Settings, load_settings
+from gateway.conversations import TurnRecorder, admin_get, admin_list, log_conversation
 from gateway.health import CachedProbe, health, http_probe
 from gateway.logs import configure_logging
 from gateway.middleware import RequestContextMiddleware
 from gateway.proxies import ClientResolver, parse_networks
 from gateway.ratelimit import RateLimiter, credential_key
+from gateway.storage import StorageUnavailable, open_store
 from gateway.tokens import end_session, get_access_token
 from gateway.upstream import create_client
 
@@ -41,7 +44,13 @@ async def _health(request: Request, route: Route) -> Response:
     return await health(request)
 
 
-HANDLERS: dict[str, Handler] = {"chat": chat, "health": _health, "token": get_access_token, "session_end": end_session}
+HANDLERS: dict[str, Handler] = {
+    "chat": chat,
+    "health": _health,
+    "conversations": log_conversation,
+    "token": get_access_token,
+    "session_end": end_session,
+}
 
 _HTTP_ERRORS: dict[int, type[errors.GatewayError]] = {
     400: errors.InvalidRequest,
@@ -69,10 +78,17 @@ def create_app(
             raise errors.ConfigError(f"{route.path}: handler {route.handler!r} is not available in this build")
         endpoint = _endpoint(HANDLERS[route.handler], route)
         routes.append(StarletteRoute(route.path, endpoint, methods=list(route.methods)))
+    if settings.storage.admin_keys:  # the admin read API exists only when keys are configured
+        routes.append(StarletteRoute("/api/admin/conversations", admin_list, methods=["GET"]))
+        routes.append(StarletteRoute("/api/admin/conversations/{conversation_id}", admin_get, methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with create_client(settings.client, transport) as http, open_avatar(settings, http, clock) as avatar:
+        async with (
+            create_client(settings.client, transport) as http,
+            storage_lifespan(app, settings),
+            open_avatar(settings, http, clock) as avatar,
+        ):
             app.state.http = http
             app.state.limiter = RateLimiter(settings.rate_limit)
             app.state.probes = _probes(settings, http)
@@ -80,7 +96,10 @@ def create_app(
             if avatar is not None and "avatar" not in app.state.probes:
                 app.state.probes["avatar"] = avatar.probe(settings.health)
             log.info("gateway_started", config=settings.source, routes=[r.path for r in settings.routes])
-            yield
+            try:
+                yield
+            finally:
+                await app.state.limiter.close()
 
     app = Starlette(
         routes=routes,
@@ -94,6 +113,61 @@ def create_app(
     )
     app.state.limiter_gate = limiter_gate
     return app
+
+
+def uses_storage(settings: Settings) -> bool:
+    return bool(
+        settings.route_for("conversations") or settings.storage.record_chat_turns or settings.storage.admin_keys
+    )
+
+
+@contextlib.asynccontextmanager
+async def storage_lifespan(app: Starlette, settings: Settings) -> AsyncIterator[None]:
+    """Open the store (retrying in the background while the database is down: the gateway
+    still starts and chats), run the chat-turn recorder, flush and close on shutdown."""
+    app.state.store = None
+    app.state.turns = None
+    app.state.storage_probe = None
+    if not uses_storage(settings):
+        yield
+        return
+    store = open_store(settings.storage.url, settings.storage.pool_size)
+    recorder = TurnRecorder(store, settings.storage)
+
+    async def probe() -> bool:
+        return app.state.store is not None and await store.ping()
+
+    app.state.storage_probe = CachedProbe(probe, settings.health.cache_seconds)
+
+    async def connect() -> None:
+        delay = 1.0
+        while True:
+            try:
+                await store.open()
+            except (StorageUnavailable, OSError) as exc:
+                log.error("storage_unavailable", store=store.kind, reason=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            app.state.store = store
+            if settings.storage.record_chat_turns:
+                recorder.start()
+                app.state.turns = recorder
+            log.info("storage_ready", store=store.kind)
+            return
+
+    connecting = asyncio.create_task(connect())
+    await asyncio.wait({connecting}, timeout=3)  # normally ready before the first request
+    try:
+        yield
+    finally:
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connecting
+        if app.state.turns is not None:
+            await recorder.close()
+        if app.state.store is not None:
+            await store.close()
 
 
 def _endpoint(handler: Handler, route: Route) -> Callable[[Request], Awaitable[Response]]:

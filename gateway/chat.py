@@ -14,6 +14,7 @@ from gateway.body import json_type, read_json_object
 from gateway.config import ChatLimits, Route
 from gateway.errors import InvalidRequest, ProviderError
 from gateway.mapping import ChatTurn, build_backend_body, parse_backend_answer
+from gateway.storage.base import ChatTurnRecord
 from gateway.tokens import authorize_chat, bind_chat_session
 from gateway.upstream import post_json
 
@@ -95,6 +96,7 @@ async def chat(request: Request, route: Route) -> JSONResponse:
 
     assert route.upstream is not None  # config guarantees it for chat routes
     body = build_backend_body(route.mapping, turn)
+    elapsed: float | None = None
     try:
         answer, elapsed = await post_json(
             app_state.http,
@@ -106,11 +108,41 @@ async def chat(request: Request, route: Route) -> JSONResponse:
         state["upstream_seconds"] = elapsed
         text, sources = parse_backend_answer(route.mapping, answer)
     except ProviderError as exc:
+        _record(request, turn, None, [], None, 502, exc.code)
         if route.fallback_response is None:
             raise
         # A configured fallback keeps the avatar talking while the backend is down.
         log.warning("chat_fallback", reason=exc.message, session_id=turn.session_id)
         text, sources = route.fallback_response, []
+    else:
+        _record(request, turn, text, sources, elapsed, 200, None)
     if app_state.settings.server.log_message_content:
         log.info("chat_turn", session_id=turn.session_id, message=turn.message, response=text)
     return JSONResponse({"response": text, "sources": sources, "sessionId": turn.session_id})
+
+
+def _record(
+    request: Request,
+    turn: ChatTurn,
+    answer: str | None,
+    sources: list[dict[str, str]],
+    elapsed: float | None,
+    status: int,
+    error_code: str | None,
+) -> None:
+    """Hand the exchange to the write-behind recorder (never waits, never fails the chat)."""
+    recorder = request.app.state.turns
+    if recorder is None:
+        return
+    recorder.record(
+        ChatTurnRecord(
+            session_id=turn.session_id,
+            request_id=turn.request_id,
+            message=turn.message,
+            answer=answer,
+            sources=sources,
+            upstream_ms=None if elapsed is None else round(elapsed * 1000, 2),
+            status=status,
+            error_code=error_code,
+        )
+    )

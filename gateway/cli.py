@@ -23,6 +23,24 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     serve.add_argument("--workers", type=int, default=1)
 
+    export = commands.add_parser("export", help="export conversations or chat turns as JSON Lines or CSV")
+    export.add_argument("--config", help="config file (its storage.url, or DATABASE_URL, is read)")
+    export.add_argument("--kind", choices=("conversations", "turns"), default="conversations")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument("--from", dest="since", help="ISO-8601 date or time (inclusive, UTC unless given)")
+    export.add_argument("--to", dest="until", help="ISO-8601 date or time (exclusive)")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+
+    stats = commands.add_parser("stats", help="summary statistics of conversations and chat turns")
+    stats.add_argument("--config")
+    stats.add_argument("--from", dest="since")
+    stats.add_argument("--to", dest="until")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    purge = commands.add_parser("purge", help="delete conversations and turns older than the retention period")
+    purge.add_argument("--config")
+    purge.add_argument("--days", type=int, help="override storage.retention_days")
+
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -32,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         print(_summary(settings))
         return 0
+    if args.command in ("export", "stats", "purge"):
+        from gateway.analytics import run_analytics
+
+        return run_analytics(args, settings)
     return _serve(args, settings)
 
 

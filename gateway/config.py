@@ -57,9 +57,11 @@ HANDLERS = ("chat", "token", "health", "conversations", "session_end")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 RATE_LIMIT_KEYS = ("ip", "credential", "session")
+DEFAULT_DATABASE_URL = "sqlite:///data/gateway.db"
+DATABASE_URL_ENV = "DATABASE_URL"
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
 CLIENT_IP_HEADERS = ("x-forwarded-for", "forwarded")
-DEFAULT_STORAGE_TIMEOUT = 0.25
+DEFAULT_STORAGE_TIMEOUT = 1.0
 STORAGE_ERROR_MODES = ("open", "closed")
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "memcached")
 # The token route is for server-side callers: count per credential, not per IP.
@@ -181,6 +183,26 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """Where conversation logs and chat turns go (gateway/storage)."""
+
+    url: str = DEFAULT_DATABASE_URL
+    record_chat_turns: bool = True
+    turn_queue_size: int = 10_000
+    retention_days: int | None = None
+    redact_emails: bool = False
+    redact_phones: bool = False
+    admin_keys: tuple[Secret, ...] = ()
+    pool_size: int = 20
+    max_messages: int = 500
+    max_message_chars: int = 20_000
+    max_metadata_bytes: int = 16_384
+
+    def __repr__(self) -> str:
+        return f"StorageSettings(url={_redact_url(self.url)!r}, admin_keys={len(self.admin_keys)} configured)"
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     """Server credentials accepted on the token route (several, for rotation)."""
 
@@ -215,6 +237,7 @@ class Settings:
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     source: str = "<defaults>"
+    storage: StorageSettings = field(default_factory=StorageSettings)
     avatar: AvatarSettings = field(default_factory=AvatarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
 
@@ -352,7 +375,7 @@ def _get(nodes: dict[str, _Node], key: str, parse: Any, default: Any) -> Any:
 
 
 def _settings(root: _Node, env: Mapping[str, str], source: str) -> Settings:
-    top = root.mapping(("server", "client", "rate_limit", "health", "routes", "avatar", "auth"))
+    top = root.mapping(("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth"))
     if "routes" not in top:
         raise root.fail("missing required key 'routes'")
     routes = tuple(_route(node, env) for node in top["routes"].items())
@@ -368,6 +391,7 @@ def _settings(root: _Node, env: Mapping[str, str], source: str) -> Settings:
         rate_limit=_get(top, "rate_limit", _rate_limit_settings, RateLimitSettings()),
         health=_get(top, "health", _health, HealthSettings()),
         source=source,
+        storage=_storage(top.get("storage"), env),
         avatar=_get(top, "avatar", _avatar, AvatarSettings()),
         auth=_get(top, "auth", _auth, AuthSettings()),
     )
@@ -432,6 +456,54 @@ def _rate_limit_settings(node: _Node) -> RateLimitSettings:
         on_storage_error=_get(n, "on_storage_error", lambda x: x.string(STORAGE_ERROR_MODES), d.on_storage_error),
         storage_timeout=_get(n, "storage_timeout", _Node.duration, d.storage_timeout),
     )
+
+
+def _storage(node: _Node | None, env: Mapping[str, str]) -> StorageSettings:
+    d = StorageSettings()
+    n = (
+        node.mapping(
+            ("url", "record_chat_turns", "turn_queue_size", "retention_days", "redact", "admin_keys", "pool_size",
+             "max_messages", "max_message_chars", "max_metadata_bytes")
+        )
+        if node is not None and node.value is not None
+        else {}
+    )
+    url = _get(n, "url", _database_url, d.url)
+    if env.get(DATABASE_URL_ENV):  # like CHAT_API_URL: the environment wins over the file
+        url = _database_url(_Node(env[DATABASE_URL_ENV], f"{DATABASE_URL_ENV} (environment)"))
+    redact = n["redact"].mapping(("emails", "phones")) if "redact" in n and n["redact"].value is not None else {}
+    keys: tuple[Secret, ...] = ()
+    if "admin_keys" in n and n["admin_keys"].value not in (None, ""):
+        raw = n["admin_keys"].value
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(k, str) for k in items):
+            raise n["admin_keys"].fail("is not a comma-separated string or a list of keys")
+        keys = tuple(Secret(k.strip()) for k in items if k.strip())
+        if any(len(k) < 16 for k in keys):
+            raise n["admin_keys"].fail("every admin key must be at least 16 characters")
+    return StorageSettings(
+        url=url,
+        record_chat_turns=_get(n, "record_chat_turns", _Node.boolean, d.record_chat_turns),
+        turn_queue_size=_get(n, "turn_queue_size", _Node.positive_int, d.turn_queue_size),
+        retention_days=_get(n, "retention_days", _Node.positive_int, d.retention_days),
+        redact_emails=_get(redact, "emails", _Node.boolean, d.redact_emails),
+        redact_phones=_get(redact, "phones", _Node.boolean, d.redact_phones),
+        admin_keys=keys,
+        pool_size=_get(n, "pool_size", _Node.positive_int, d.pool_size),
+        max_messages=_get(n, "max_messages", _Node.positive_int, d.max_messages),
+        max_message_chars=_get(n, "max_message_chars", _Node.positive_int, d.max_message_chars),
+        max_metadata_bytes=_get(n, "max_metadata_bytes", _Node.positive_int, d.max_metadata_bytes),
+    )
+
+
+def _database_url(node: _Node) -> str:
+    text = node.string()
+    scheme = urlsplit(text).scheme
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        raise node.fail(f"{_redact_url(text)!r} is not a database URL like sqlite:///data/gateway.db or postgresql://...")
+    if scheme == "sqlite" and not text.startswith("sqlite:///"):
+        raise node.fail(f"{text!r} is not a SQLite URL like sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    return text
 
 
 def _health(node: _Node) -> HealthSettings:

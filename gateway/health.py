@@ -5,9 +5,12 @@ Provider values:
   disconnected    the probe failed (refused, timed out, HTTP 5xx)
   not_configured  the deployment does not use this provider
 
+``storage`` (an additive field): the conversation store, ``connected``,
+``disconnected`` or ``not_configured``. It never affects chat answers.
+
 ``status`` and the HTTP status that goes with it:
   ok        (200) every configured provider is connected
-  degraded  (200) the chat backend is connected, another configured provider is not
+  degraded  (200) the chat backend is connected, another configured provider or the storage is not
   down      (503) the chat backend (``llm``) is disconnected: chat cannot work
 
 Probes use a short timeout and their results are cached for a few seconds,
@@ -93,10 +96,14 @@ async def health(request: Request) -> JSONResponse:
     results = await asyncio.gather(*(probes[name].status() for name in names if name in probes))
     found = dict(zip([name for name in names if name in probes], results, strict=True))
     providers = {name: found.get(name, NOT_CONFIGURED) for name in names}
+    storage_probe: CachedProbe | None = getattr(request.app.state, "storage_probe", None)
+    storage = NOT_CONFIGURED if storage_probe is None else await storage_probe.status()
     status, code = overall_status(providers)
+    if status == "ok" and storage == DISCONNECTED:
+        status = "degraded"
     timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return JSONResponse(
-        {"status": status, "timestamp": timestamp, "providers": providers},
+        {"status": status, "timestamp": timestamp, "providers": providers, "storage": storage},
         status_code=code,
         headers={"Cache-Control": "no-store"},
     )

@@ -140,6 +140,15 @@ class RateLimiter:
         except self.errors as exc:
             raise _StorageFailed(type(exc).__name__) from None
 
+    async def close(self) -> None:
+        """Close the storage's connections (Redis); memory storage has none."""
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            try:
+                await client.aclose()
+            except Exception as exc:
+                log.warning("ratelimit_storage_close_failed", error=type(exc).__name__)
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(self.settings.storage_timeout):

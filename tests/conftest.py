@@ -21,6 +21,7 @@ BACKEND_URL = "http://backend.test/api/chat"
 
 BASE_YAML = """
 server: {{log_format: json}}
+storage: {{record_chat_turns: false}}
 routes:
   - path: /api/chat
     handler: chat

@@ -127,7 +127,9 @@ async def test_two_gateway_processes_sharing_redis_admit_exactly_the_limit(redis
     with serve(backend_app()) as backend:
         config = tmp_path / "gateway.yaml"
         config.write_text(
-            f"rate_limit: {{storage: '{redis.url}'}}\n"
+            # closed + a generous deadline: a storage failure would show as a 503, never as
+            # a silently admitted request, so the counts below test the algorithm alone.
+            f"rate_limit: {{storage: '{redis.url}', on_storage_error: closed, storage_timeout: 10s}}\n"
             + BASE_YAML.format(url=f"{backend}/api/chat", chat_extra="    rate_limit: 60/minute")
         )
         ports = [free_port(), free_port()]

@@ -1,0 +1,157 @@
+"""SQL shared by both backends (written with ``?`` placeholders; PostgreSQL numbers them),
+and the versioned migrations applied at startup."""
+
+from __future__ import annotations
+
+import re
+
+# (version, statements) per dialect, applied in order, each version in one transaction,
+# recorded in schema_migrations. Never edit a released version: add the next one.
+MIGRATIONS: dict[str, list[tuple[int, list[str]]]] = {
+    "sqlite": [
+        (
+            1,
+            [
+                """CREATE TABLE conversations (
+                    id TEXT PRIMARY KEY,
+                    idempotency_key TEXT UNIQUE,
+                    body_hash TEXT NOT NULL,
+                    session_id TEXT NOT NULL,
+                    created_at REAL NOT NULL,
+                    duration REAL,
+                    source TEXT,
+                    message_count INTEGER NOT NULL,
+                    messages TEXT NOT NULL,
+                    metadata TEXT NOT NULL)""",
+                "CREATE INDEX conversations_created ON conversations (created_at, id)",
+                "CREATE INDEX conversations_session ON conversations (session_id, created_at)",
+                """CREATE TABLE chat_turns (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    created_at REAL NOT NULL,
+                    session_id TEXT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    answer TEXT,
+                    sources TEXT NOT NULL,
+                    upstream_ms REAL,
+                    status INTEGER NOT NULL,
+                    error_code TEXT)""",
+                "CREATE INDEX chat_turns_created ON chat_turns (created_at, id)",
+            ],
+        ),
+    ],
+    "postgres": [
+        (
+            1,
+            [
+                """CREATE TABLE conversations (
+                    id TEXT PRIMARY KEY,
+                    idempotency_key TEXT UNIQUE,
+                    body_hash TEXT NOT NULL,
+                    session_id TEXT NOT NULL,
+                    created_at DOUBLE PRECISION NOT NULL,
+                    duration DOUBLE PRECISION,
+                    source TEXT,
+                    message_count INTEGER NOT NULL,
+                    messages TEXT NOT NULL,
+                    metadata TEXT NOT NULL)""",
+                "CREATE INDEX conversations_created ON conversations (created_at, id)",
+                "CREATE INDEX conversations_session ON conversations (session_id, created_at)",
+                """CREATE TABLE chat_turns (
+                    id BIGSERIAL PRIMARY KEY,
+                    created_at DOUBLE PRECISION NOT NULL,
+                    session_id TEXT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    answer TEXT,
+                    sources TEXT NOT NULL,
+                    upstream_ms DOUBLE PRECISION,
+                    status INTEGER NOT NULL,
+                    error_code TEXT)""",
+                "CREATE INDEX chat_turns_created ON chat_turns (created_at, id)",
+            ],
+        ),
+    ],
+}
+
+SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+
+DAY = {
+    "sqlite": "strftime('%Y-%m-%d', created_at, 'unixepoch')",
+    "postgres": "to_char(to_timestamp(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+}
+
+FIND_BY_KEY = "SELECT id, body_hash FROM conversations WHERE idempotency_key = ?"
+INSERT_CONVERSATION = (
+    "INSERT INTO conversations (id, idempotency_key, body_hash, session_id, created_at, duration, source,"
+    " message_count, messages, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_TURN = (
+    "INSERT INTO chat_turns (created_at, session_id, request_id, message, answer, sources, upstream_ms, status,"
+    " error_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SUMMARY_COLUMNS = "id, session_id, created_at, duration, source, message_count, metadata"
+GET_CONVERSATION = f"SELECT {SUMMARY_COLUMNS}, messages FROM conversations WHERE id = ?"
+CONVERSATION_TOTALS = "SELECT count(*) AS n, avg(duration) AS d, avg(message_count) AS m FROM conversations"
+TURN_TOTALS = "SELECT count(*) AS n, coalesce(sum(CASE WHEN status <> 200 THEN 1 ELSE 0 END), 0) AS e FROM chat_turns"
+PURGE = ("DELETE FROM conversations WHERE created_at < ?", "DELETE FROM chat_turns WHERE created_at < ?")
+EXPORT_COLUMNS = {
+    "conversations": f"{SUMMARY_COLUMNS}, messages",
+    "turns": "id, created_at, session_id, request_id, message, answer, sources, upstream_ms, status, error_code",
+}
+EXPORT_TABLES = {"conversations": "conversations", "turns": "chat_turns"}
+
+
+def where(clauses: list[str]) -> str:
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def time_range(since: float | None, until: float | None) -> tuple[list[str], list[object]]:
+    clauses: list[str] = []
+    args: list[object] = []
+    if since is not None:
+        clauses.append("created_at >= ?")
+        args.append(since)
+    if until is not None:
+        clauses.append("created_at < ?")
+        args.append(until)
+    return clauses, args
+
+
+def list_query(
+    session_id: str | None, since: float | None, until: float | None, limit: int, after: tuple[float, str] | None
+) -> tuple[str, list[object]]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    clauses, args = time_range(since, until)
+    if session_id is not None:
+        clauses.append("session_id = ?")
+        args.append(session_id)
+    if after is not None:
+        clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        args.extend([after[0], after[0], after[1]])
+    sql = f"SELECT {SUMMARY_COLUMNS} FROM conversations{where(clauses)} ORDER BY created_at DESC, id DESC LIMIT ?"
+    return sql, [*args, limit + 1]
+
+
+def export_query(
+    kind: str, since: float | None, until: float | None, after: tuple[float, object] | None, chunk: int
+) -> tuple[str, list[object]]:
+    """Oldest first, in chunks keyed on (created_at, id)."""
+    clauses, args = time_range(since, until)
+    if after is not None:
+        clauses.append("(created_at > ? OR (created_at = ? AND id > ?))")
+        args.extend([after[0], after[0], after[1]])
+    table, columns = EXPORT_TABLES[kind], EXPORT_COLUMNS[kind]
+    return f"SELECT {columns} FROM {table}{where(clauses)} ORDER BY created_at, id LIMIT ?", [*args, chunk]
+
+
+def per_day(dialect: str, table: str, since: float | None, until: float | None) -> tuple[str, list[object]]:
+    clauses, args = time_range(since, until)
+    day = DAY[dialect]
+    return f"SELECT {day} AS day, count(*) AS n FROM {table}{where(clauses)} GROUP BY 1 ORDER BY 1", args
+
+
+def numbered(sql: str) -> str:
+    """``?`` placeholders to PostgreSQL's ``$1, $2, ...``."""
+    counter = iter(range(1, 10_000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)

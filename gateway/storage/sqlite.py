@@ -1,0 +1,282 @@
+"""SQLite, the embedded default: one file, WAL, durable commits, group commit on a writer thread.
+
+Writes never run on the event loop. Requests hand their write to a single
+writer thread through a queue; the thread takes everything that is waiting
+(up to ``BATCH_MAX``), runs it in one transaction (each write in its own
+savepoint, so one failing write does not undo the others) and commits once
+with ``synchronous=FULL``: the WAL is fsynced before any of those requests is
+told its write succeeded. Under load one fsync covers hundreds of writes; at
+rest a write costs one fsync, as it must. Reads use short-lived connections
+in worker threads; WAL lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.storage import sql
+from gateway.storage.base import (
+    ChatTurnRecord,
+    Conversation,
+    IdempotencyConflict,
+    NewConversation,
+    Page,
+    Stats,
+    StorageUnavailable,
+    conversation_json,
+    conversation_row,
+    decode_cursor,
+    encode_cursor,
+    new_conversation_id,
+    top_sources,
+    turn_json,
+)
+
+BATCH_MAX = 1000
+Op = Callable[[sqlite3.Connection], Any]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+class SQLiteStore:
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._writer, args=(ready,), name="sqlite-writer", daemon=True)
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)  # processed after every write queued before it
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    # -- the writer thread ---------------------------------------------------
+
+    def _writer(self, ready: asyncio.Future[None]) -> None:
+        assert self._loop is not None
+        try:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            _migrate(conn)
+        except Exception as exc:
+            self._loop.call_soon_threadsafe(_settle, ready, exc)
+            return
+        self._loop.call_soon_threadsafe(_settle, ready, None)
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < BATCH_MAX:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op, asyncio.Future[Any]]]) -> None:
+        assert self._loop is not None
+        results: list[Any] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, _ in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append(op(conn))
+                    conn.execute("RELEASE op")
+                except (IdempotencyConflict, sqlite3.IntegrityError) as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append(exc)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = StorageUnavailable(f"SQLite write failed: {exc}")
+            results = [failure] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            self._loop.call_soon_threadsafe(_settle, future, result)
+
+    async def _write(self, op: Op) -> Any:
+        if self._thread is None or self._loop is None:
+            raise StorageUnavailable("SQLite store is not open")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put((op, future))
+        return await future
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        def run() -> Any:
+            conn = _connect(self.path)
+            try:
+                return fn(conn)
+            finally:
+                conn.close()
+
+        try:
+            return await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"SQLite read failed: {exc}") from None
+
+    # -- the Store interface ---------------------------------------------------
+
+    async def ping(self) -> bool:
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        try:
+            await self._read(lambda c: c.execute("SELECT 1").fetchone())
+        except StorageUnavailable:
+            return False
+        return True
+
+    async def record_conversation(self, conversation: NewConversation) -> str:
+        body_hash = conversation.body_hash
+        new_id = new_conversation_id()
+        meta = conversation.metadata
+
+        def op(conn: sqlite3.Connection) -> str:
+            if conversation.idempotency_key is not None:
+                row = conn.execute(sql.FIND_BY_KEY, (conversation.idempotency_key,)).fetchone()
+                if row is not None:
+                    if row["body_hash"] != body_hash:
+                        raise IdempotencyConflict()
+                    return str(row["id"])
+            conn.execute(
+                sql.INSERT_CONVERSATION,
+                (
+                    new_id, conversation.idempotency_key, body_hash, conversation.session_id, conversation.created_at,
+                    meta.get("duration"), meta.get("source"), len(conversation.messages),
+                    json.dumps(conversation.messages, ensure_ascii=False), json.dumps(meta, ensure_ascii=False),
+                ),
+            )
+            return new_id
+
+        return str(await self._write(op))
+
+    async def record_turns(self, turns: list[ChatTurnRecord]) -> None:
+        rows = [
+            (t.created_at, t.session_id, t.request_id, t.message, t.answer, json.dumps(t.sources, ensure_ascii=False),
+             t.upstream_ms, t.status, t.error_code)
+            for t in turns
+        ]
+        await self._write(lambda conn: conn.executemany(sql.INSERT_TURN, rows))
+
+    async def list_conversations(
+        self, session_id: str | None, since: float | None, until: float | None, limit: int, cursor: str | None
+    ) -> Page:
+        after = decode_cursor(cursor) if cursor else None
+        query, args = sql.list_query(session_id, since, until, limit, after)
+        rows = await self._read(lambda c: c.execute(query, args).fetchall())
+        items = [conversation_row(r, with_messages=False) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, encode_cursor(items[-1].created_at, items[-1].id) if more and items else None)
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        row = await self._read(lambda c: c.execute(sql.GET_CONVERSATION, (conversation_id,)).fetchone())
+        return None if row is None else conversation_row(row, with_messages=True)
+
+    async def export(self, kind: str, since: float | None, until: float | None) -> AsyncIterator[dict[str, Any]]:
+        after: tuple[float, Any] | None = None
+        render = conversation_json if kind == "conversations" else turn_json
+        while True:
+            query, args = sql.export_query(kind, since, until, after, 500)
+            rows = await self._read(_fetch_all(query, args))
+            for row in rows:
+                yield render(row)
+            if len(rows) < 500:
+                return
+            after = (rows[-1]["created_at"], rows[-1]["id"])
+
+    async def stats(self, since: float | None, until: float | None, top: int = 10) -> Stats:
+        clauses, args = sql.time_range(since, until)
+        w = sql.where(clauses)
+
+        def run(c: sqlite3.Connection) -> Stats:
+            conv = c.execute(sql.CONVERSATION_TOTALS + w, args).fetchone()
+            turns = c.execute(sql.TURN_TOTALS + w, args).fetchone()
+            days: dict[str, dict[str, Any]] = {}
+            for table, name in (("conversations", "conversations"), ("chat_turns", "turns")):
+                query, qargs = sql.per_day("sqlite", table, since, until)
+                for row in c.execute(query, qargs):
+                    days.setdefault(row["day"], {"day": row["day"], "conversations": 0, "turns": 0})[name] = row["n"]
+            cited = c.execute(f"SELECT sources FROM chat_turns{w}", args).fetchall()
+            return Stats(
+                days=[days[d] for d in sorted(days)],
+                conversations=conv["n"],
+                average_duration=conv["d"],
+                average_messages=conv["m"],
+                turns=turns["n"],
+                backend_errors=turns["e"],
+                top_sources=top_sources(cited, top),
+            )
+
+        result: Stats = await self._read(run)
+        return result
+
+    async def purge(self, before: float) -> tuple[int, int]:
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            conversations = conn.execute(sql.PURGE[0], (before,)).rowcount
+            turns = conn.execute(sql.PURGE[1], (before,)).rowcount
+            return conversations, turns
+
+        result: tuple[int, int] = await self._write(op)
+        return result
+
+
+def _fetch_all(query: str, args: list[object]) -> Callable[[sqlite3.Connection], list[sqlite3.Row]]:
+    return lambda conn: conn.execute(query, args).fetchall()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute(sql.SCHEMA_TABLE)
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    for version, statements in sql.MIGRATIONS["sqlite"]:
+        if version in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (version, time.time()))
+        conn.execute("COMMIT")
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
