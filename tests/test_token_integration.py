@@ -35,6 +35,7 @@ async def test_replicas_share_the_cap_and_accept_each_others_chat_tokens(tmp_pat
         config = tmp_path / "gateway.yaml"
         config.write_text(yaml.safe_dump({
             "server": {"log_format": "json"},
+            "storage": {"record_chat_turns": False},
             "rate_limit": {"storage": redis.url},
             "auth": {"api_keys": "${GATEWAY_API_KEYS}"},
             "avatar": {"provider": "local", "signing_secret": "${GATEWAY_SIGNING_SECRET}", "production": True,

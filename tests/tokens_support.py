@@ -46,6 +46,7 @@ def token_settings(avatar: dict[str, Any] | None = None, *, auth: dict[str, Any]
     avatar_section = {"provider": "local", "signing_secret": "${GATEWAY_SIGNING_SECRET}", **(avatar or {})}
     doc = {
         "server": {"log_format": "json"},
+        "storage": {"record_chat_turns": False},  # chat turns are not this module's subject
         "auth": auth if auth is not None else {"api_keys": "${GATEWAY_API_KEYS}"},
         "avatar": avatar_section,
         "routes": [
