@@ -6,18 +6,24 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# tests.services imports the test fixtures, whose TestClient import warns about httpx2.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+from tests.services import NGINX_MAIN, stop  # noqa: E402
+
 PYTHON = sys.executable
 
 
@@ -48,13 +54,7 @@ def process(args: list[str], port: int, env: dict[str, str] | None = None) -> It
         wait_port(port, proc)
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 def uvicorn(app: str, port: int, env: dict[str, str] | None = None, factory: bool = False):  # type: ignore[no-untyped-def]
@@ -65,15 +65,8 @@ def uvicorn(app: str, port: int, env: dict[str, str] | None = None, factory: boo
     return process(args, port, env)
 
 
-NGINX_CONF = """
-worker_processes 1;
-error_log {dir}/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
-  uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+# nginx's main config comes from tests/services.py; the benchmark adds this server.
+FAST_SITE = """
   keepalive_requests 1000000;
   server {{
     listen 127.0.0.1:{port};
@@ -82,7 +75,6 @@ http {{
       return 200 '{{"response": "We sell tents.", "sources": [{{"title": "Catalog", "url": "https://example.com/c"}}]}}';
     }}
   }}
-}}
 """
 
 
@@ -91,7 +83,7 @@ def nginx_backend(port: int) -> Iterator[None]:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
         conf = Path(tmp) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=tmp, port=port))
+        conf.write_text(NGINX_MAIN.format(dir=tmp, connections=4096, site=FAST_SITE.format(port=port)))
         with process([binary, "-p", tmp, "-c", str(conf), "-g", "daemon off;"], port):
             yield
 

@@ -69,6 +69,12 @@ def _summary(settings: Settings) -> str:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    if args.workers > 1 and settings.rate_limit.storage_url.removeprefix("async+").startswith("memory"):
+        print(
+            f"warning: {args.workers} workers with rate_limit.storage memory:// each count separately, so clients get "
+            f"{args.workers}x the configured limits; use redis:// (RATE_LIMIT_STORAGE_URL) to share them",
+            file=sys.stderr,
+        )
     os.environ[CONFIG_ENV] = settings.source
     uvicorn.run(
         "gateway.app:create_app",

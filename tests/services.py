@@ -89,6 +89,21 @@ def redis_server(directory: Path) -> Iterator[Redis]:
         server.stop()
 
 
+# A complete nginx.conf around one http-level ``site`` (e.g. examples/nginx/gateway.conf).
+NGINX_MAIN = """
+worker_processes 1;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections {connections}; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
+  uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+{site}
+}}
+"""
+
+
 @contextlib.contextmanager
 def nginx(conf_text: str, directory: Path, port: int) -> Iterator[None]:
     """Run nginx in the foreground with ``conf_text`` (a complete nginx.conf)."""

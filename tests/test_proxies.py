@@ -15,7 +15,7 @@ from starlette.routing import Route
 from gateway.app import create_app
 from gateway.proxies import ClientResolver, forwarded_for_hops, parse_ip, parse_networks
 from tests.conftest import BASE_YAML, free_port, make_settings, serve
-from tests.services import nginx
+from tests.services import NGINX_MAIN, nginx
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = parse_networks(["127.0.0.1/32", "::1/128"])
@@ -91,20 +91,6 @@ def test_trusted_proxies_config_errors() -> None:
 
 # -- a real nginx in front ------------------------------------------------------
 
-NGINX_MAIN = """
-worker_processes 1;
-error_log {dir}/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
-  uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-{site}
-}}
-"""
-
-
 def backend_app() -> Starlette:
     async def chat(request):  # type: ignore[no-untyped-def]
         return JSONResponse({"response": "ok", "sources": []})
@@ -126,7 +112,7 @@ def behind_nginx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator
             site = (ROOT / "examples" / "nginx" / "gateway.conf").read_text()
             site = site.replace("listen 80;", f"listen 127.0.0.1:{nginx_port};")
             site = site.replace("server 127.0.0.1:8080;", f"server {gateway.removeprefix('http://')};")
-            with nginx(NGINX_MAIN.format(dir=tmp_path, site=site), tmp_path, nginx_port):
+            with nginx(NGINX_MAIN.format(dir=tmp_path, connections=256, site=site), tmp_path, nginx_port):
                 yield f"http://127.0.0.1:{nginx_port}", gateway
 
 

@@ -193,3 +193,12 @@ def top_sources(rows: list[Any], top: int) -> list[dict[str, Any]]:
             counts[key] = counts.get(key, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     return [{"title": t, "url": u, "citations": n} for (t, u), n in ranked]
+
+
+def turn_rows(turns: list[ChatTurnRecord]) -> list[tuple[Any, ...]]:
+    """Chat turns as INSERT_TURN parameter tuples."""
+    return [
+        (t.created_at, t.session_id, t.request_id, t.message, t.answer, json.dumps(t.sources, ensure_ascii=False),
+         t.upstream_ms, t.status, t.error_code)
+        for t in turns
+    ]

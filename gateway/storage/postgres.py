@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -22,28 +21,22 @@ import asyncpg
 from gateway.storage import sql
 from gateway.storage.base import (
     ChatTurnRecord,
-    Conversation,
     IdempotencyConflict,
     NewConversation,
-    Page,
-    Stats,
     StorageUnavailable,
-    conversation_json,
-    conversation_row,
-    decode_cursor,
-    encode_cursor,
     new_conversation_id,
-    top_sources,
-    turn_json,
+    turn_rows,
 )
+from gateway.storage.reads import SQLReads
 
 MIGRATION_LOCK = 7_202_611  # an arbitrary advisory-lock key for schema migrations
 ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 Q = sql.numbered
 
 
-class PostgresStore:
+class PostgresStore(SQLReads):
     kind = "postgres"
+    dialect = "postgres"
 
     def __init__(self, dsn: str, min_size: int = 2, max_size: int = 20, timeout: float = 5.0) -> None:
         self._dsn = dsn
@@ -104,70 +97,19 @@ class PostgresStore:
         return str(row["id"])
 
     async def record_turns(self, turns: list[ChatTurnRecord]) -> None:
-        rows = [
-            (t.created_at, t.session_id, t.request_id, t.message, t.answer, json.dumps(t.sources, ensure_ascii=False),
-             t.upstream_ms, t.status, t.error_code)
-            for t in turns
-        ]
+        rows = turn_rows(turns)
         try:
             async with self._acquire() as conn:
                 await conn.executemany(Q(sql.INSERT_TURN), rows)
         except ERRORS as exc:
             raise StorageUnavailable(f"PostgreSQL write failed: {type(exc).__name__}") from None
 
-    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+    async def _fetch(self, query: str, args: list[object]) -> list[Any]:
         try:
             async with self._acquire() as conn:
                 return list(await conn.fetch(Q(query), *args))
         except ERRORS as exc:
             raise StorageUnavailable(f"PostgreSQL read failed: {type(exc).__name__}") from None
-
-    async def list_conversations(
-        self, session_id: str | None, since: float | None, until: float | None, limit: int, cursor: str | None
-    ) -> Page:
-        after = decode_cursor(cursor) if cursor else None
-        query, args = sql.list_query(session_id, since, until, limit, after)
-        rows = await self._fetch(query, *args)
-        items = [conversation_row(r, with_messages=False) for r in rows[:limit]]
-        more = len(rows) > limit
-        return Page(items, encode_cursor(items[-1].created_at, items[-1].id) if more and items else None)
-
-    async def get_conversation(self, conversation_id: str) -> Conversation | None:
-        rows = await self._fetch(sql.GET_CONVERSATION, conversation_id)
-        return conversation_row(rows[0], with_messages=True) if rows else None
-
-    async def export(self, kind: str, since: float | None, until: float | None) -> AsyncIterator[dict[str, Any]]:
-        after: tuple[float, Any] | None = None
-        render = conversation_json if kind == "conversations" else turn_json
-        while True:
-            query, args = sql.export_query(kind, since, until, after, 500)
-            rows = await self._fetch(query, *args)
-            for row in rows:
-                yield render(row)
-            if len(rows) < 500:
-                return
-            after = (rows[-1]["created_at"], rows[-1]["id"])
-
-    async def stats(self, since: float | None, until: float | None, top: int = 10) -> Stats:
-        clauses, args = sql.time_range(since, until)
-        w = sql.where(clauses)
-        conv = (await self._fetch(sql.CONVERSATION_TOTALS + w, *args))[0]
-        turns = (await self._fetch(sql.TURN_TOTALS + w, *args))[0]
-        days: dict[str, dict[str, Any]] = {}
-        for table, name in (("conversations", "conversations"), ("chat_turns", "turns")):
-            query, qargs = sql.per_day("postgres", table, since, until)
-            for row in await self._fetch(query, *qargs):
-                days.setdefault(row["day"], {"day": row["day"], "conversations": 0, "turns": 0})[name] = row["n"]
-        cited = await self._fetch(f"SELECT sources FROM chat_turns{w}", *args)
-        return Stats(
-            days=[days[d] for d in sorted(days)],
-            conversations=conv["n"],
-            average_duration=None if conv["d"] is None else float(conv["d"]),
-            average_messages=None if conv["m"] is None else float(conv["m"]),
-            turns=turns["n"],
-            backend_errors=int(turns["e"]),
-            top_sources=top_sources(cited, top),
-        )
 
     async def purge(self, before: float) -> tuple[int, int]:
         try:

@@ -18,27 +18,20 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.storage import sql
 from gateway.storage.base import (
     ChatTurnRecord,
-    Conversation,
     IdempotencyConflict,
     NewConversation,
-    Page,
-    Stats,
     StorageUnavailable,
-    conversation_json,
-    conversation_row,
-    decode_cursor,
-    encode_cursor,
     new_conversation_id,
-    top_sources,
-    turn_json,
+    turn_rows,
 )
+from gateway.storage.reads import SQLReads
 
 BATCH_MAX = 1000
 Op = Callable[[sqlite3.Connection], Any]
@@ -51,8 +44,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class SQLiteStore:
+class SQLiteStore(SQLReads):
     kind = "sqlite"
+    dialect = "sqlite"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -138,6 +132,10 @@ class SQLiteStore:
         self._queue.put((op, future))
         return await future
 
+    async def _fetch(self, query: str, args: list[object]) -> list[Any]:
+        rows: list[Any] = await self._read(_fetch_all(query, args))
+        return rows
+
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         def run() -> Any:
             conn = _connect(self.path)
@@ -187,64 +185,8 @@ class SQLiteStore:
         return str(await self._write(op))
 
     async def record_turns(self, turns: list[ChatTurnRecord]) -> None:
-        rows = [
-            (t.created_at, t.session_id, t.request_id, t.message, t.answer, json.dumps(t.sources, ensure_ascii=False),
-             t.upstream_ms, t.status, t.error_code)
-            for t in turns
-        ]
+        rows = turn_rows(turns)
         await self._write(lambda conn: conn.executemany(sql.INSERT_TURN, rows))
-
-    async def list_conversations(
-        self, session_id: str | None, since: float | None, until: float | None, limit: int, cursor: str | None
-    ) -> Page:
-        after = decode_cursor(cursor) if cursor else None
-        query, args = sql.list_query(session_id, since, until, limit, after)
-        rows = await self._read(lambda c: c.execute(query, args).fetchall())
-        items = [conversation_row(r, with_messages=False) for r in rows[:limit]]
-        more = len(rows) > limit
-        return Page(items, encode_cursor(items[-1].created_at, items[-1].id) if more and items else None)
-
-    async def get_conversation(self, conversation_id: str) -> Conversation | None:
-        row = await self._read(lambda c: c.execute(sql.GET_CONVERSATION, (conversation_id,)).fetchone())
-        return None if row is None else conversation_row(row, with_messages=True)
-
-    async def export(self, kind: str, since: float | None, until: float | None) -> AsyncIterator[dict[str, Any]]:
-        after: tuple[float, Any] | None = None
-        render = conversation_json if kind == "conversations" else turn_json
-        while True:
-            query, args = sql.export_query(kind, since, until, after, 500)
-            rows = await self._read(_fetch_all(query, args))
-            for row in rows:
-                yield render(row)
-            if len(rows) < 500:
-                return
-            after = (rows[-1]["created_at"], rows[-1]["id"])
-
-    async def stats(self, since: float | None, until: float | None, top: int = 10) -> Stats:
-        clauses, args = sql.time_range(since, until)
-        w = sql.where(clauses)
-
-        def run(c: sqlite3.Connection) -> Stats:
-            conv = c.execute(sql.CONVERSATION_TOTALS + w, args).fetchone()
-            turns = c.execute(sql.TURN_TOTALS + w, args).fetchone()
-            days: dict[str, dict[str, Any]] = {}
-            for table, name in (("conversations", "conversations"), ("chat_turns", "turns")):
-                query, qargs = sql.per_day("sqlite", table, since, until)
-                for row in c.execute(query, qargs):
-                    days.setdefault(row["day"], {"day": row["day"], "conversations": 0, "turns": 0})[name] = row["n"]
-            cited = c.execute(f"SELECT sources FROM chat_turns{w}", args).fetchall()
-            return Stats(
-                days=[days[d] for d in sorted(days)],
-                conversations=conv["n"],
-                average_duration=conv["d"],
-                average_messages=conv["m"],
-                turns=turns["n"],
-                backend_errors=turns["e"],
-                top_sources=top_sources(cited, top),
-            )
-
-        result: Stats = await self._read(run)
-        return result
 
     async def purge(self, before: float) -> tuple[int, int]:
         def op(conn: sqlite3.Connection) -> tuple[int, int]:
