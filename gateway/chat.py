@@ -43,7 +43,7 @@ def validate_chat(data: dict[str, Any], limits: ChatLimits, request_id: str) -> 
         session_id = str(uuid.uuid4())
     elif not isinstance(session_id, str):
         raise InvalidRequest(f"Field 'sessionId' must be a string, got {json_type(session_id)}")
-    elif not (0 < len(session_id) <= limits.max_session_id_chars and _SESSION_ID.match(session_id)):
+    elif not (0 < len(session_id) <= limits.max_session_id_chars and _SESSION_ID.fullmatch(session_id)):
         raise InvalidRequest(
             f"Field 'sessionId' must be 1 to {limits.max_session_id_chars} characters "
             "of letters, digits, '.', '_', ':' or '-'"

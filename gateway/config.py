@@ -359,7 +359,7 @@ class _Node:
 
     def field_path(self) -> str:
         text = self.string()
-        if not _FIELD_PATH.match(text):
+        if not _FIELD_PATH.fullmatch(text):
             raise self.fail(f"{text!r} is not a field path like 'answer' or 'data.answer'")
         return text
 
@@ -619,7 +619,7 @@ def _upstream(node: _Node) -> Upstream:
             raise n["headers"].fail(f"{n['headers'].value!r} is not a mapping")
         for name, value in n["headers"].value.items():
             path = _join(n["headers"].path, str(name))
-            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
                 raise ConfigError(f"{path}: {name!r} is not a valid header name")
             if not isinstance(value, (str, int)) or "\n" in str(value) or "\r" in str(value):
                 # The value may be a credential: never echo it.

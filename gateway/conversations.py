@@ -61,7 +61,7 @@ def validate_log(data: dict[str, Any], settings: StorageSettings, idempotency_ke
     session_id = data["sessionId"]
     if not isinstance(session_id, str):
         raise InvalidRequest(f"Field 'sessionId' must be a string, got {json_type(session_id)}")
-    if not _SESSION_ID.match(session_id):
+    if not _SESSION_ID.fullmatch(session_id):
         raise InvalidRequest("Field 'sessionId' must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'")
 
     if "messages" not in data:
@@ -114,7 +114,7 @@ async def log_conversation(request: Request, route: Route) -> JSONResponse:
     settings: StorageSettings = request.app.state.settings.storage
     data = await read_json_object(request, request.app.state.settings.server.max_body_bytes)
     key = request.headers.get("idempotency-key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise InvalidRequest(
             "Header 'Idempotency-Key' must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'"
         )

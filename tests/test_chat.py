@@ -135,6 +135,11 @@ VALIDATION_CASES = [
         id="session-charset",
     ),
     pytest.param(
+        {"message": "hi", "sessionId": "abc\n"},
+        "Field 'sessionId' must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'",
+        id="session-trailing-newline",
+    ),
+    pytest.param(
         {"message": "hi", "sessionId": "s" * 129},
         "Field 'sessionId' must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'",
         id="session-too-long",

@@ -80,6 +80,7 @@ def test_log_is_stored_and_readable(client) -> None:  # type: ignore[no-untyped-
     [
         ({"messages": LOG["messages"]}, "Missing required field: sessionId"),
         ({**LOG, "sessionId": 7}, "Field 'sessionId' must be a string, got number"),
+        ({**LOG, "sessionId": "abc\n"}, "Field 'sessionId' must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'"),
         ({**LOG, "sessionId": "a b"}, "Field 'sessionId' must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'"),
         ({"sessionId": "s"}, "Missing required field: messages"),
         ({**LOG, "messages": {}}, "Field 'messages' must be an array, got object"),
