@@ -598,21 +598,22 @@ def _rate_limit_rule(node: _Node, default_key: str = "ip") -> RateLimitRule:
     return RateLimitRule(items=items, key=key, text=text)
 
 
+def _timeouts(node: _Node, defaults: Timeouts) -> Timeouts:
+    t = node.mapping(("connect", "total"))
+    timeouts = Timeouts(
+        connect=_get(t, "connect", _Node.duration, defaults.connect),
+        total=_get(t, "total", _Node.duration, defaults.total),
+    )
+    if timeouts.connect > timeouts.total:
+        raise node.fail(f"connect ({timeouts.connect:g}s) is longer than total ({timeouts.total:g}s)")
+    return timeouts
+
+
 def _upstream(node: _Node) -> Upstream:
     n = node.mapping(("url", "timeouts", "headers"))
     if "url" not in n:
         raise node.fail("missing required key 'url'")
-    timeouts = Timeouts()
-    if "timeouts" in n:
-        t = n["timeouts"].mapping(("connect", "total"))
-        timeouts = Timeouts(
-            connect=_get(t, "connect", _Node.duration, timeouts.connect),
-            total=_get(t, "total", _Node.duration, timeouts.total),
-        )
-        if timeouts.connect > timeouts.total:
-            raise n["timeouts"].fail(
-                f"connect ({timeouts.connect:g}s) is longer than total ({timeouts.total:g}s)"
-            )
+    timeouts = _timeouts(n["timeouts"], Timeouts()) if "timeouts" in n else Timeouts()
     headers: dict[str, Secret] = {}
     if "headers" in n and n["headers"].value is not None:
         if not isinstance(n["headers"].value, dict):
@@ -715,15 +716,7 @@ def _avatar(node: _Node) -> AvatarSettings:
     api_key = _get(n, "api_key", _secret, None) or None
     if provider != "local" and api_key is None:
         raise ConfigError(f"avatar.api_key: required for provider {provider!r} (e.g. api_key: ${{LIVEAVATAR_API_KEY}})")
-    timeouts = d.timeouts
-    if "timeouts" in n:
-        t = n["timeouts"].mapping(("connect", "total"))
-        timeouts = Timeouts(
-            connect=_get(t, "connect", _Node.duration, timeouts.connect),
-            total=_get(t, "total", _Node.duration, timeouts.total),
-        )
-        if timeouts.connect > timeouts.total:
-            raise n["timeouts"].fail(f"connect ({timeouts.connect:g}s) is longer than total ({timeouts.total:g}s)")
+    timeouts = _timeouts(n["timeouts"], d.timeouts) if "timeouts" in n else d.timeouts
     cap = d.max_concurrent_sessions
     if "max_concurrent_sessions" in n:
         cap_node = n["max_concurrent_sessions"]
