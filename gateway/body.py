@@ -41,7 +41,9 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequest("Request body is empty; expected a JSON object")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except _NonStandardJSON as exc:
+        raise InvalidRequest(f"Malformed JSON: {exc.args[0]} is not a JSON value") from None
     except UnicodeDecodeError:
         raise InvalidRequest("Request body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -51,6 +53,15 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRequest(f"Request body must be a JSON object, got {json_type(data)}")
     return data
+
+
+class _NonStandardJSON(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and neither do we.
+    raise _NonStandardJSON(name)
 
 
 def json_type(value: Any) -> str:

@@ -187,6 +187,12 @@ def test_validation_errors(client_for, body: dict, message: str) -> None:
 
 
 BODY_CASES = [
+    pytest.param(b'{"message": "hi", "x": NaN}', "application/json", 400, "INVALID_REQUEST",
+                 "Malformed JSON: NaN is not a JSON value", id="nan"),
+    pytest.param(b'{"message": "hi", "x": -Infinity}', "application/json", 400, "INVALID_REQUEST",
+                 "Malformed JSON: -Infinity is not a JSON value", id="infinity"),
+    pytest.param(b"[" * 50000, "application/json", 400, "INVALID_REQUEST",
+                 "Malformed JSON: nesting is too deep", id="deep-nesting"),
     pytest.param(b'{"message": ', "application/json", 400, "INVALID_REQUEST",
                  "Malformed JSON at line 1, column 13: Expecting value", id="truncated-json"),
     pytest.param(b"", "application/json", 400, "INVALID_REQUEST",
