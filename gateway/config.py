@@ -91,6 +91,13 @@ class Secret(str):
         return "Secret('**********')"
 
 
+class SecretURL(str):
+    """A URL that may carry a password (redis://:pw@host, postgresql://u:pw@host): its repr hides it."""
+
+    def __repr__(self) -> str:
+        return repr(_redact_url(str(self)))
+
+
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = DEFAULT_CONNECT_TIMEOUT
@@ -445,7 +452,7 @@ def _storage_url(node: _Node) -> str:
     scheme = urlsplit(text).scheme.removeprefix("async+")
     if scheme not in RATE_LIMIT_STORAGE_SCHEMES:
         raise node.fail(f"{_redact_url(text)!r} is not a storage URL like memory:// or redis://host:6379/0")
-    return text
+    return SecretURL(text)
 
 
 def _rate_limit_settings(node: _Node) -> RateLimitSettings:
@@ -503,7 +510,7 @@ def _database_url(node: _Node) -> str:
         raise node.fail(f"{_redact_url(text)!r} is not a database URL like sqlite:///data/gateway.db or postgresql://...")
     if scheme == "sqlite" and not text.startswith("sqlite:///"):
         raise node.fail(f"{text!r} is not a SQLite URL like sqlite:///relative/path.db or sqlite:////absolute/path.db")
-    return text
+    return SecretURL(text)
 
 
 def _health(node: _Node) -> HealthSettings:
@@ -746,7 +753,7 @@ def _avatar(node: _Node) -> AvatarSettings:
         require_session_token=_get(n, "require_session_token", _Node.boolean, d.require_session_token),
         signing_secret=secret,
         production=production,
-        session_store=store,
+        session_store=None if store is None else SecretURL(store),
         reap_interval=_get(n, "reap_interval", _Node.duration, d.reap_interval),
     )
 

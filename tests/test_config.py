@@ -248,3 +248,21 @@ def test_check_command_rejects_a_bad_file(tmp_path: Path, capsys: pytest.Capture
     assert cli_main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "config error: routes[0].upstream.timeouts.total: 'abc' is not a duration like '30s' or '500ms'"
+
+
+def test_reprs_hide_every_credential() -> None:
+    settings = parse(
+        """
+        rate_limit: {storage: "redis://:limiterpw@127.0.0.1:6379/0"}
+        storage: {url: "postgresql://gw:databasepw@db/gateway", admin_keys: "adminkey-0123456789abcdef"}
+        routes:
+          - path: /api/chat
+            handler: chat
+            upstream: {url: "http://x/api/chat", headers: {Authorization: "Bearer backendtoken"}}
+        """
+    )
+    text = repr(settings)
+    for secret in ("limiterpw", "databasepw", "adminkey-0123456789abcdef", "backendtoken"):
+        assert secret not in text
+    assert "redis://***@127.0.0.1:6379/0" in text
+    assert settings.rate_limit.storage_url == "redis://:limiterpw@127.0.0.1:6379/0"  # the value itself is intact
