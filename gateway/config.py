@@ -36,6 +36,8 @@ CHAT_URL_ENV = "CHAT_API_URL"
 CHAT_PATH = "/api/chat"
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# The largest default body (64 KiB) arrives in about 8 s at 64 kbit/s; a client slower than that is cut off.
+DEFAULT_BODY_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_TOTAL_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 1000
@@ -160,6 +162,7 @@ class Route:
 @dataclass(frozen=True)
 class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout: float = DEFAULT_BODY_TIMEOUT  # deadline for reading a whole request body (408)
     log_format: str = "auto"
     log_level: str = "info"
     log_message_content: bool = False
@@ -409,13 +412,17 @@ def _settings(root: _Node, env: Mapping[str, str], source: str) -> Settings:
 
 def _server(node: _Node) -> ServerSettings:
     n = node.mapping(
-        ("max_body_bytes", "log_format", "log_level", "log_message_content", "trusted_proxies", "client_ip_header")
+        (
+            "max_body_bytes", "body_timeout", "log_format", "log_level", "log_message_content", "trusted_proxies",
+            "client_ip_header",
+        )
     )
     d = ServerSettings()
     return ServerSettings(
         trusted_proxies=_get(n, "trusted_proxies", _trusted_proxies, d.trusted_proxies),
         client_ip_header=_get(n, "client_ip_header", lambda x: x.string(CLIENT_IP_HEADERS), d.client_ip_header),
         max_body_bytes=_get(n, "max_body_bytes", _Node.positive_int, d.max_body_bytes),
+        body_timeout=_get(n, "body_timeout", _Node.duration, d.body_timeout),
         log_format=_get(n, "log_format", lambda x: x.string(LOG_FORMATS), d.log_format),
         log_level=_get(n, "log_level", lambda x: x.string(LOG_LEVELS), d.log_level),
         log_message_content=_get(n, "log_message_content", _Node.boolean, d.log_message_content),

@@ -5,6 +5,7 @@
     ├── Unauthorized                401 UNAUTHORIZED      (the contract's)
     ├── NotFound                    404 NOT_FOUND
     ├── MethodNotAllowed            405 METHOD_NOT_ALLOWED
+    ├── RequestTimeout              408 REQUEST_TIMEOUT
     ├── PayloadTooLarge             413 PAYLOAD_TOO_LARGE
     ├── UnsupportedMediaType        415 UNSUPPORTED_MEDIA_TYPE
     ├── RateLimited                 429 RATE_LIMITED      (the contract's)
@@ -56,6 +57,10 @@ class NotFound(GatewayError):
 
 class MethodNotAllowed(GatewayError):
     status_code, code = 405, "METHOD_NOT_ALLOWED"
+
+
+class RequestTimeout(GatewayError):
+    status_code, code = 408, "REQUEST_TIMEOUT"
 
 
 class PayloadTooLarge(GatewayError):
