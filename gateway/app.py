@@ -29,7 +29,7 @@ from gateway.conversations import TurnRecorder, admin_get, admin_list, log_conve
 from gateway.health import CachedProbe, health, http_probe
 from gateway.logs import configure_logging
 from gateway.middleware import RequestContextMiddleware
-from gateway.proxies import ClientResolver, parse_networks
+from gateway.proxies import ClientResolver, client_ip, parse_networks
 from gateway.ratelimit import RateLimiter, credential_key
 from gateway.storage import StorageUnavailable, open_store
 from gateway.tokens import end_session, get_access_token
@@ -198,16 +198,6 @@ async def limiter_gate(request: Request, route: Route, session: str | None = Non
         previous = state.get("ratelimit")
         if previous is None or decision.remaining < previous.remaining:
             state["ratelimit"] = decision
-
-
-def client_ip(request: Request) -> str:
-    """The client's address: the socket peer, or, behind a trusted proxy, what it forwarded."""
-    state = request.scope["state"]
-    if "client_ip" not in state:
-        resolver: ClientResolver = request.app.state.client_resolver
-        peer = request.client.host if request.client else None
-        state["client_ip"] = resolver.resolve(peer, request.headers.getlist(resolver.header))
-    return str(state["client_ip"])
 
 
 def _probes(settings: Settings, http: httpx.AsyncClient) -> dict[str, CachedProbe]:
