@@ -11,9 +11,9 @@ header of any size. ``GatewayProtocol`` is that protocol with three changes:
   size``);
 - a request target over MAX_TARGET_BYTES is answered 414 URI_TOO_LONG, and a
   head over MAX_HEAD_BYTES 431 HEADERS_TOO_LARGE (RFC 6585), while it is
-  read, so neither is ever buffered whole. The limits are nginx's defaults
-  (``large_client_header_buffers 4 8k``): a request passes or fails alike with
-  or without the example nginx in front;
+  read, so neither is ever buffered whole. The limits follow nginx's defaults
+  (``large_client_header_buffers 4 8k``: 8 KiB a line, 32 KiB in all), so what
+  the example nginx lets through, the gateway accepts;
 - after such an answer the connection is closed the way nginx's lingering
   close does it: a FIN after the answer, then whatever the client is still
   sending is read and dropped for up to LINGER_SECONDS. Closing a socket with

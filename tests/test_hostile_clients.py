@@ -210,16 +210,16 @@ def test_a_body_trickled_byte_by_byte_is_cut_off_with_408(framing: str) -> None:
     else:
         head += b"Transfer-Encoding: chunked\r\n\r\n"
         body = b"".join(b"1\r\n \r\n" for _ in range(40))
-    with serve(create_app(body_timeout_settings("1s"))) as url:
-        answer, elapsed = trickle(url, head, body, interval=0.2, seconds=8)
+    with serve(create_app(body_timeout_settings("500ms"))) as url:
+        answer, elapsed = trickle(url, head, body, interval=0.1, seconds=8)
     status, _, rest = answer.partition(b"\r\n")
     assert status == b"HTTP/1.1 408 Request Timeout", answer
     headers, _, payload = rest.partition(b"\r\n\r\n")
     assert b"connection: close" in headers.lower()
     assert strict_json(payload.decode()) == {
-        "error": {"code": "REQUEST_TIMEOUT", "message": "Request body was not received within 1s"}
+        "error": {"code": "REQUEST_TIMEOUT", "message": "Request body was not received within 0.5s"}
     }
-    assert elapsed < 6  # cut off at about 1 s, far from the trickle's 8 s
+    assert elapsed < 6  # cut off at about 0.5 s, far from the trickle's 8 s
 
 
 def test_body_timeout_setting() -> None:

@@ -5,7 +5,10 @@ the example nginx in front, which keeps them from reaching the gateway at all.""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from starlette.routing import Route
 
 from tests.conftest import free_port, serve
 from tests.serve_support import serve_process
-from tests.services import NGINX_MAIN, ROOT, nginx
+from tests.services import NGINX_MAIN, ROOT, nginx, stop, wait_for_port
 
 CONFIG = """
 server: {log_format: json}
@@ -110,13 +113,26 @@ MALFORMED = [
 ]
 
 
-@pytest.fixture(scope="module")
-def gateway_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+@pytest.fixture(scope="module", params=["avatar-gateway-serve", "uvicorn-factory-http"])
+def gateway_serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """``avatar-gateway serve``, and bare uvicorn told to use the same protocol."""
     config = tmp_path_factory.mktemp("wire") / "gateway.yaml"
     config.write_text(CONFIG)
     port = free_port()
-    with serve_process(config, port):
+    if request.param == "avatar-gateway-serve":
+        with serve_process(config, port):
+            yield port
+        return
+    args = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--http", "gateway.wire:GatewayProtocol",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_CONFIG": str(config), "LOG_FORMAT": "json"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for_port(port, proc)
         yield port
+    finally:
+        stop(proc)
 
 
 @pytest.mark.integration
