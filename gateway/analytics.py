@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from gateway.config import Settings
-from gateway.storage import StorageUnavailable, Store, open_store
+from gateway.errors import StorageUnavailable
+from gateway.storage import Store, open_store
 
 CSV_COLUMNS = {
     "conversations": ["conversationId", "sessionId", "createdAt", "messageCount", "metadata", "messages"],
@@ -40,7 +41,7 @@ def run_analytics(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return asyncio.run(_run(args, settings))
     except StorageUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.detail or exc.message}", file=sys.stderr)
         return 1
 
 

@@ -22,6 +22,8 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 
+from starlette.requests import Request
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -93,3 +95,14 @@ class ClientResolver:
             if not self.is_trusted(address):
                 return str(address)
         return str(current)  # every hop trusted: the leftmost one
+
+
+def client_ip(request: Request) -> str:
+    """The client's address: the socket peer, or, behind a trusted proxy, what it forwarded.
+    Resolved once per request (the limiter and the access log both ask)."""
+    state = request.scope["state"]
+    if "client_ip" not in state:
+        resolver: ClientResolver = request.state.client_resolver
+        peer = request.client.host if request.client else None
+        state["client_ip"] = resolver.resolve(peer, request.headers.getlist(resolver.header))
+    return str(state["client_ip"])

@@ -207,7 +207,7 @@ def test_app_cap_429_and_expiry_stop_at_liveavatar(token_client, clock, httpx_mo
     # la-1 reaches its maximum duration: the reaper (run here directly) stops it at LiveAvatar.
     httpx_mock.add_response(url=f"{LIVEAVATAR}/v1/sessions/stop", json={"code": 100, "data": None})
     clock.advance(200)
-    guard = client.app.state.avatar.guard
+    guard = client.app_state["avatar"].guard
     assert client.portal.call(guard.reap) == ["la-1"]
     stop = httpx_mock.get_request(url=f"{LIVEAVATAR}/v1/sessions/stop")
     assert json.loads(stop.content) == {"session_id": "la-1", "reason": "MAX_DURATION_REACHED"}
@@ -250,7 +250,7 @@ def test_replicas_share_sessions_through_redis(token_client, redis: Redis) -> No
 
     first = token_client(token_settings(settings))
     second = token_client(token_settings(settings))
-    assert isinstance(first.app.state.avatar.store, RedisStore)
+    assert isinstance(first.app_state["avatar"].store, RedisStore)
     assert first.post(TOKEN, json=BODY, headers=auth()).status_code == 200
     # Another replica sharing the same Redis sees the slot taken.
     assert second.post(TOKEN, json=BODY, headers=auth()).status_code == 429
@@ -264,7 +264,7 @@ def test_background_reaper_stops_expired_sessions(token_client, clock, httpx_moc
     client = token_client(avatar={**LA_SETTINGS, "reap_interval": "10ms"})
     assert client.post(TOKEN, json=BODY, headers=auth()).status_code == 200
     clock.advance(300)
-    store = client.app.state.avatar.store
+    store = client.app_state["avatar"].store
     deadline = time.monotonic() + 10
     while client.portal.call(store.live, 0.0) and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -179,7 +179,7 @@ def test_fail_open_admits_counts_and_recovers(
     assert client.post("/api/chat", json={"message": "q"}).status_code == 200
     redis.stop()
     assert [client.post("/api/chat", json={"message": "q"}).status_code for _ in range(8)] == [200] * 8
-    assert client.app.state.limiter.failed_open == 8  # type: ignore[attr-defined]
+    assert client.app_state["limiter"].failed_open == 8  # type: ignore[attr-defined]
     assert '"action": "admitted"' in capsys.readouterr().err
     redis.start()
     statuses = [client.post("/api/chat", json={"message": "q"}).status_code for _ in range(6)]

@@ -1,5 +1,7 @@
-"""The avatar provider interface and the one place vendor HTTP failures
-become ``ProviderError``.
+"""The avatar provider interface and the vendor client the adapters share.
+
+Transport failures become ``ProviderError`` in ``upstream.py``; this module
+adds what vendor answers mean (401/403: the key, 429: the vendor's limits).
 
 Messages name the provider and what went wrong ("Avatar provider liveavatar
 rejected the API key (HTTP 401)"), never the URL, the key or a token. Vendor
@@ -9,17 +11,13 @@ request.
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-
 from gateway.config import Timeouts
 from gateway.errors import ProviderError
-from gateway.upstream import _send
+from gateway.upstream import UpstreamClient, decode_json
 
 STOP_USER_CLOSED = "USER_CLOSED"
 STOP_MAX_DURATION = "MAX_DURATION_REACHED"
@@ -49,10 +47,10 @@ Clock = Callable[[], float]
 
 @dataclass
 class VendorClient:
-    """Calls one vendor's JSON API with its key in a header."""
+    """Calls one vendor's JSON API with its key in a header, through the shared upstream client."""
 
     name: str
-    http: httpx.AsyncClient
+    upstream: UpstreamClient
     base_url: str
     key_header: str
     api_key: str = field(repr=False)
@@ -63,33 +61,21 @@ class VendorClient:
         return f"Avatar provider {self.name}"
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        t = self.timeouts
-        request = self.http.build_request(
+        answer = await self.upstream.request(
             method,
             self.base_url.rstrip("/") + path,
-            content=None if body is None else json.dumps(body).encode(),
-            headers={
-                self.key_header: self.api_key,
-                "accept": "application/json",
-                **({"content-type": "application/json"} if body is not None else {}),
-            },
-            timeout=httpx.Timeout(t.total, connect=t.connect, pool=t.total),
+            provider=self.label,
+            timeouts=self.timeouts,
+            json_body=body,
+            headers={self.key_header: self.api_key},
         )
-        try:
-            async with asyncio.timeout(t.total):
-                status, raw = await _send(self.http, request, self.label)
-        except TimeoutError:
-            raise ProviderError(f"{self.label} did not answer within {t.total:g}s") from None
-        if status in (401, 403):
-            raise ProviderError(f"{self.label} rejected the API key (HTTP {status})")
-        if status == 429:
+        if answer.status in (401, 403):
+            raise ProviderError(f"{self.label} rejected the API key (HTTP {answer.status})")
+        if answer.status == 429:
             raise ProviderError(f"{self.label} is rate limiting or out of concurrent sessions (HTTP 429)")
-        if not 200 <= status < 300:
-            raise ProviderError(f"{self.label} answered HTTP {status}")
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            raise ProviderError(f"{self.label} answered with a body that is not JSON") from None
+        if not answer.ok:
+            raise ProviderError(f"{self.label} answered HTTP {answer.status}")
+        return decode_json(answer, self.label)
 
     def malformed(self, what: str) -> ProviderError:
         return ProviderError(f"{self.label} answered with an unexpected shape: {what}")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from gateway.storage.base import IdempotencyConflict, NewConversation, StorageUnavailable, Store
+from gateway.storage.base import NewConversation, Store
 
-__all__ = ["IdempotencyConflict", "NewConversation", "StorageUnavailable", "Store", "open_store"]
+__all__ = ["NewConversation", "Store", "open_store"]
 
 
-def open_store(url: str, pool_size: int = 20) -> Store:
+def open_store(url: str, pool_size: int = 20, timeout: float = 5.0) -> Store:
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         from gateway.storage.sqlite import SQLiteStore
@@ -24,5 +24,5 @@ def open_store(url: str, pool_size: int = 20) -> Store:
     if scheme in ("postgres", "postgresql"):
         from gateway.storage.postgres import PostgresStore
 
-        return PostgresStore(url, max_size=pool_size)
+        return PostgresStore(url, max_size=pool_size, timeout=timeout)
     raise ValueError(f"unsupported storage URL scheme {scheme!r} (use sqlite:/// or postgresql://)")

@@ -22,12 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import IdempotencyKeyReused, StorageUnavailable
 from gateway.storage import sql
 from gateway.storage.base import (
     ChatTurnRecord,
-    IdempotencyConflict,
     NewConversation,
-    StorageUnavailable,
     new_conversation_id,
     turn_rows,
 )
@@ -112,7 +111,7 @@ class SQLiteStore(SQLReads):
                 try:
                     results.append(op(conn))
                     conn.execute("RELEASE op")
-                except (IdempotencyConflict, sqlite3.IntegrityError) as exc:
+                except (IdempotencyKeyReused, sqlite3.IntegrityError) as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     results.append(exc)
@@ -120,14 +119,14 @@ class SQLiteStore(SQLReads):
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            failure = StorageUnavailable(f"SQLite write failed: {exc}")
+            failure = StorageUnavailable(detail=f"SQLite write failed: {exc}")
             results = [failure] * len(batch)
         for (_, future), result in zip(batch, results, strict=True):
             self._loop.call_soon_threadsafe(_settle, future, result)
 
     async def _write(self, op: Op) -> Any:
         if self._thread is None or self._loop is None:
-            raise StorageUnavailable("SQLite store is not open")
+            raise StorageUnavailable(detail="SQLite store is not open")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.put((op, future))
         return await future
@@ -147,7 +146,7 @@ class SQLiteStore(SQLReads):
         try:
             return await asyncio.to_thread(run)
         except sqlite3.Error as exc:
-            raise StorageUnavailable(f"SQLite read failed: {exc}") from None
+            raise StorageUnavailable(detail=f"SQLite read failed: {exc}") from None
 
     # -- the Store interface ---------------------------------------------------
 
@@ -170,7 +169,7 @@ class SQLiteStore(SQLReads):
                 row = conn.execute(sql.FIND_BY_KEY, (conversation.idempotency_key,)).fetchone()
                 if row is not None:
                     if row["body_hash"] != body_hash:
-                        raise IdempotencyConflict()
+                        raise IdempotencyKeyReused()
                     return str(row["id"])
             conn.execute(
                 sql.INSERT_CONVERSATION,
