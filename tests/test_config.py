@@ -146,7 +146,7 @@ routes:
         ("routes: [{path: api, handler: health}]", "routes[0].path: 'api' does not start with '/'"),
         (
             "routes: [{path: /x, handler: magic}]",
-            "routes[0].handler: 'magic' is not one of: chat, token, health, conversations, session_end",
+            "routes[0].handler: 'magic' is not one of: chat, token, health, conversations, session_end, transcribe, stt_token",
         ),
         ("routes: [{path: /x, handler: chat}]", "routes[0]: missing required key 'upstream' for a chat route"),
         (
