@@ -25,7 +25,8 @@ from gateway.stt.base import StreamToken, Transcript, language_or
 from gateway.vendor import VendorClient, nonempty_string
 
 STREAMING_URL = "https://streaming.assemblyai.com"
-POLL_INTERVAL = 0.5
+# Polls start quick (a short utterance is done in well under a second) and back off.
+POLL_FIRST, POLL_MAX = 0.2, 2.0
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -33,13 +34,12 @@ class AssemblyAIProvider:
     name = "assemblyai"
 
     def __init__(self, vendor: VendorClient, settings: SttSettings, model: str, terms: tuple[str, ...],
-                 streaming_url: str = STREAMING_URL, poll_interval: float = POLL_INTERVAL) -> None:
+                 streaming_url: str = STREAMING_URL) -> None:
         self._vendor = vendor
         self._settings = settings
         self._model = model
         self._terms = terms
         self._streaming_url = streaming_url.rstrip("/")
-        self._poll_interval = poll_interval
 
     async def transcribe(self, audio: Audio) -> Transcript:
         total = self._settings.timeouts.total
@@ -69,6 +69,7 @@ class AssemblyAIProvider:
         if self._terms:
             request["keyterms_prompt"] = list(self._terms)
         job = await self._vendor.call("POST", "/v2/transcript", request, timeouts=self._left(deadline))
+        interval = POLL_FIRST
         while True:
             if not isinstance(job, dict):
                 raise self._vendor.malformed("not a JSON object")
@@ -82,7 +83,8 @@ class AssemblyAIProvider:
             job_id = job.get("id")
             if not isinstance(job_id, str) or not job_id or not set(job_id) <= _ID_CHARS:
                 raise self._vendor.malformed("no 'id' string")
-            await asyncio.sleep(self._poll_interval)
+            await asyncio.sleep(interval)
+            interval = min(POLL_MAX, interval * 1.5)
             job = await self._vendor.call("GET", f"/v2/transcript/{job_id}", timeouts=self._left(deadline))
 
     def _result(self, job: dict[str, Any]) -> Transcript:
