@@ -87,9 +87,9 @@ def form_file(body: bytes, content_type: str) -> bytes:
     delimiter = b"--" + match.group(1).encode("latin-1")
     # Every part starts after "--boundary\r\n"; the body ends with "--boundary--".
     chunks = (b"\r\n" + body).split(b"\r\n" + delimiter)
-    for chunk in chunks[1:]:
-        if chunk.startswith(b"--"):
-            break
+    if len(chunks) < 2 or not chunks[-1].startswith(b"--"):
+        raise InvalidRequest("Malformed multipart body: no closing boundary")
+    for chunk in chunks[1:-1]:
         headers, separator, content = chunk.partition(b"\r\n\r\n")
         if not separator:
             raise InvalidRequest("Malformed multipart body: a part has no header end")
@@ -99,8 +99,6 @@ def form_file(body: bytes, content_type: str) -> bytes:
                 found = _PART_NAME.search(value)
                 if found is not None and found.group(1) == b"file":
                     return content
-    else:
-        raise InvalidRequest("Malformed multipart body: no closing boundary")
     raise InvalidRequest("Missing required field: file")
 
 
