@@ -178,7 +178,7 @@ def build_arpa(sentences: Iterable[list[str]], order: int = ORDER) -> str:
                 counts[n][tuple(tokens[i : i + n])] += 1
     del counts[1][("<s>",)]
     total = sum(counts[1].values())
-    size = len(counts[1]) + 1
+    size = len(counts[1])
     probs: dict[int, dict[tuple[str, ...], float]] = {
         1: {g: (c + UNIGRAM_FLOOR) / (total + UNIGRAM_FLOOR * size) for g, c in counts[1].items()}
     }
