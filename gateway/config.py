@@ -913,7 +913,7 @@ def _stt(node: _Node) -> SttSettings:
     if not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?", language):
         raise n["language"].fail(f"{language!r} is not a language code like 'en' or 'en-US'")
     phrases_files: tuple[str, ...] = ()
-    if "phrases_file" in n and n["phrases_file"].value is not None:
+    if "phrases_file" in n and n["phrases_file"].value not in (None, ""):  # "" = ${STT_PHRASES_FILE:-}
         f = n["phrases_file"]
         phrases_files = tuple(item.string() for item in f.items()) if isinstance(f.value, list) else (f.string(),)
     return SttSettings(

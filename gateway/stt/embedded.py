@@ -67,6 +67,12 @@ class EmbeddedProvider:
                  workers=self._settings.concurrency, seconds=round(time.perf_counter() - started, 2))
 
     def _build(self) -> tuple[Any, ...]:
+        if not self._phrases.sentences:
+            # No domain phrases: PocketSphinx's general English model (weak, but better than nothing).
+            log.warning("stt_no_domain_phrases", detail="stt.phrases and stt.phrases_file are empty: using the "
+                        "general English language model, which recognizes open vocabulary poorly.")
+            self.words = 0
+            return (str(model_path() / "en-us.lm.bin"), {}, DECODER_OPTIONS)
         dictionary = read_dictionary(model_path() / "cmudict-en-us.dict")
         arpa, extra = domain_model(self._phrases.sentences, dictionary)
         path = Path(self._dir.name) / "domain.lm"
