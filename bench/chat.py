@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._lib import ROOT, WrkResult, checkout, free_port, median_result, nginx_backend, uvicorn, wrk
 
 TARGETS: tuple[str, ...] = ("direct", "naive", "gateway")
-BACKENDS = ("fast", "slow")
+BACKENDS: tuple[str, ...] = ("fast", "slow")
 CONCURRENCY = (1, 64, 200)
 
 
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 s, 1 repeat")
     parser.add_argument("--json", type=Path, help="write raw results here")
     parser.add_argument("--baseline", metavar="REV", help="also measure the gateway at git revision REV")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated: fast,slow (default both)")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.repeat = 2.0, 1
@@ -74,7 +75,8 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, baseline: Path | None) -> None:
-    global TARGETS
+    global TARGETS, BACKENDS
+    BACKENDS = tuple(b for b in BACKENDS if b in args.backends.split(","))
     if baseline is not None:
         TARGETS = (*TARGETS, "baseline")
 
@@ -104,13 +106,16 @@ def run(args: argparse.Namespace, baseline: Path | None) -> None:
                 r = med[b][t][c]
                 ratio = r.rps / base if base else 0.0
                 print(f"{b:8} {c:5} {t:8} {r.rps:9.1f} {r.p50_ms:8.2f} {r.p99_ms:9.2f} {r.errors:7} {ratio:8.2f}x")
-    slow = med["slow"]
-    gw, naive = slow["gateway"][200].rps / slow["direct"][200].rps, slow["naive"][200].rps / slow["direct"][200].rps
-    print(f"\nslow backend (0.5 s) @ 200 connections: gateway/direct = {gw:.2f}x (target >= 0.9x), "
-          f"naive/direct = {naive:.2f}x")
-    fast = med["fast"]
-    print(f"fast backend @ 64 connections: gateway/direct = {fast['gateway'][64].rps / fast['direct'][64].rps:.2f}x, "
-          f"gateway/naive = {fast['gateway'][64].rps / max(fast['naive'][64].rps, 0.001):.2f}x")
+    print()
+    if "slow" in med:
+        slow = med["slow"]
+        gw, naive = slow["gateway"][200].rps / slow["direct"][200].rps, slow["naive"][200].rps / slow["direct"][200].rps
+        print(f"slow backend (0.5 s) @ 200 connections: gateway/direct = {gw:.2f}x (target >= 0.9x), "
+              f"naive/direct = {naive:.2f}x")
+    if "fast" in med:
+        fast = med["fast"]
+        print(f"fast backend @ 64 connections: gateway/direct = {fast['gateway'][64].rps / fast['direct'][64].rps:.2f}x"
+              f", gateway/naive = {fast['gateway'][64].rps / max(fast['naive'][64].rps, 0.001):.2f}x")
     if baseline is not None:
         for b in BACKENDS:
             ratios = ", ".join(
