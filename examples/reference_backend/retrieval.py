@@ -222,13 +222,11 @@ class BM25Index:
         hits = self.search(query, limit=len(self.passages), extra=extra)
         if not hits or hits[0].bm25 < self.min_score:
             return []
-        doc = hits[0].passage.doc
-        same = [h for h in hits if h.passage.doc == doc]
-        best = max(h.bm25 for h in same)
-        chosen = sorted(same, key=lambda h: h.bm25, reverse=True)
-        chosen = [h for h in chosen if h.bm25 >= RELATIVE_CUTOFF * best][:MAX_PASSAGES]
-        order = {id(p): i for i, p in enumerate(self.passages)}
-        return sorted(chosen, key=lambda h: order[id(h.passage)])
+        # Within one document the ranking follows the passages' own scores, so the first
+        # hit is its best passage and the others come in order.
+        best = hits[0]
+        same = [h for h in hits if h.passage.doc == best.passage.doc and h.bm25 >= RELATIVE_CUTOFF * best.bm25]
+        return sorted(same[:MAX_PASSAGES], key=lambda h: self.passages.index(h.passage))
 
 
 def load_passages(directory: Path) -> list[Passage]:
