@@ -110,6 +110,7 @@ class TurnRecorder:
         self.dropped = 0
         self.failed = 0
         self._task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._drain(), name="turn-recorder")
@@ -130,7 +131,9 @@ class TurnRecorder:
             batch = [await self.queue.get()]
             while not self.queue.empty() and len(batch) < 500:
                 batch.append(self.queue.get_nowait())
-            await self._write(batch)
+            # Shielded: stopping the drain must not cancel a batch already taken off the queue.
+            self._writing = asyncio.ensure_future(self._write(batch))
+            await asyncio.shield(self._writing)
 
     async def _write(self, batch: list[ChatTurnRecord]) -> None:
         try:
@@ -140,11 +143,13 @@ class TurnRecorder:
             log.warning("turns_not_stored", count=len(batch), failed=self.failed, reason=str(exc))
 
     async def close(self) -> None:
-        """Stop the drain task and write whatever is still queued."""
+        """Stop the drain task, let a write in progress finish, and write whatever is still queued."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._writing is not None:
+            await self._writing
         batch: list[ChatTurnRecord] = []
         while not self.queue.empty():
             batch.append(self.queue.get_nowait())

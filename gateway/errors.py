@@ -14,6 +14,7 @@
     ├── ProviderError               502 PROVIDER_ERROR    (the contract's): a backend or vendor failed
     └── ServiceUnavailable          503 SERVICE_UNAVAILABLE
         ├── StorageUnavailable          the conversation database
+        │   └── DatabaseNotFound            (analytics commands) no database where the URL points
         ├── SessionStoreUnavailable     the avatar session store
         └── LimiterUnavailable          the rate limiter's storage
     ConfigError                     a bad config file; never reaches a client
@@ -106,6 +107,14 @@ class ServiceUnavailable(GatewayError):
 
 class StorageUnavailable(ServiceUnavailable):
     default_message = "Conversation storage is unavailable; try again shortly"
+
+
+class DatabaseNotFound(StorageUnavailable):
+    """A store opened with ``create=False`` found no gateway database at ``path``."""
+
+    def __init__(self, path: object, detail: str | None = None) -> None:
+        super().__init__(detail=detail or f"no database at {path}")
+        self.path = path
 
 
 class SessionStoreUnavailable(ServiceUnavailable):

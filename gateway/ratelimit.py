@@ -237,18 +237,19 @@ class RateLimitHeadersMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        state = scope.setdefault("state", {})
+        await self.app(scope, receive, _stamping(scope, send) if scope["type"] == "http" else send)
 
-        async def stamp(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                decision: Decision | None = state.get("ratelimit")
-                if decision is not None:
-                    headers = MutableHeaders(scope=message)
-                    if "ratelimit" not in headers:
-                        headers.update(decision.headers())
-            await send(message)
 
-        await self.app(scope, receive, stamp)
+def _stamping(scope: Scope, send: Send) -> Send:
+    state = scope.setdefault("state", {})
+
+    async def stamp(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            decision: Decision | None = state.get("ratelimit")
+            if decision is not None:
+                headers = MutableHeaders(scope=message)
+                if "ratelimit" not in headers:
+                    headers.update(decision.headers())
+        await send(message)
+
+    return stamp
