@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.config import SttSettings  # noqa: E402
-from gateway.stt import _worker, audio  # noqa: E402
+from gateway.stt import audio, worker  # noqa: E402
 from gateway.stt.embedded import DECODER_OPTIONS, model_path  # noqa: E402
 from gateway.stt.lm import domain_model, read_dictionary  # noqa: E402
 from gateway.stt.phrases import load_phrases  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> None:
     lm = Path("/tmp/bench-stt-domain.lm")
     lm.write_text(arpa, encoding="utf-8")
     built = time.perf_counter() - started
-    _worker.start(str(lm), extra, DECODER_OPTIONS)
+    worker.start(str(lm), extra, DECODER_OPTIONS)
     loaded = time.perf_counter() - started
     wav = speak(SPEECH)
     opus = webm(wav)
@@ -64,7 +64,7 @@ def main() -> None:
         audio.decode(opus, 60)
         timings["decode WebM/Opus"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        text = _worker.recognize(pcm)
+        text = worker.recognize(pcm)
         timings["recognize"].append(time.perf_counter() - t)
     print(f"speech: {seconds:.2f} s; runs: {args.runs}; language model: {len(phrases.sentences)} phrases, "
           f"built in {built:.2f} s, decoder loaded after {loaded:.2f} s")

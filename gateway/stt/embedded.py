@@ -26,7 +26,7 @@ import structlog
 
 from gateway.config import SttSettings
 from gateway.errors import ProviderError, ServiceUnavailable
-from gateway.stt import _worker
+from gateway.stt import worker
 from gateway.stt.audio import Audio
 from gateway.stt.base import SPEECH_PROVIDER, NoStreaming, StreamToken, Transcript
 from gateway.stt.lm import domain_model, read_dictionary
@@ -62,7 +62,7 @@ class EmbeddedProvider:
         self._initargs = await asyncio.to_thread(self._build)
         self._pool = self._new_pool()
         # Load the model in every worker now, not on the first visitor's request.
-        await asyncio.gather(*(self._run(_worker.ready) for _ in range(self._settings.concurrency)))
+        await asyncio.gather(*(self._run(worker.ready) for _ in range(self._settings.concurrency)))
         log.info("stt_model_loaded", provider=self.name, words=self.words, phrases=len(self._phrases.sentences),
                  workers=self._settings.concurrency, seconds=round(time.perf_counter() - started, 2))
 
@@ -83,7 +83,7 @@ class EmbeddedProvider:
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: forking a process that runs an event loop and threads copies their locks mid-use.
         return ProcessPoolExecutor(
-            self._settings.concurrency, multiprocessing.get_context("spawn"), _worker.start, self._initargs
+            self._settings.concurrency, multiprocessing.get_context("spawn"), worker.start, self._initargs
         )
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -104,7 +104,7 @@ class EmbeddedProvider:
         self._waiting += 1
         try:
             async with asyncio.timeout(self._settings.timeouts.total):
-                text = await self._run(_worker.recognize, audio.pcm)
+                text = await self._run(worker.recognize, audio.pcm)
         except TimeoutError:
             raise ProviderError(f"{self._label} did not answer within {self._settings.timeouts.total:g}s") from None
         finally:
@@ -116,7 +116,7 @@ class EmbeddedProvider:
 
     async def probe(self) -> bool:
         """Connected when the model is loaded and a worker answers."""
-        return bool(await self._run(_worker.ready))
+        return bool(await self._run(worker.ready))
 
     async def close(self) -> None:
         if self._pool is not None:
