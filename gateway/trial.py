@@ -31,8 +31,9 @@ _SECRET_PARAM = re.compile(r"key|token|secret|sig|password", re.IGNORECASE)
 _AUTH_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*) +\S")
 
 
-def run_trial(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+def run_trial(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
     """0 when an answer and sources came out; 1 when the backend or the extraction failed; 2 for bad input."""
+    out = out or sys.stdout
     route = next((r for r in settings.routes if r.path == args.route and r.handler == "chat"), None)
     if route is None or route.upstream is None:
         chat_paths = ", ".join(r.path for r in settings.routes if r.handler == "chat") or "none"
