@@ -166,7 +166,7 @@ def langserve_app(fake: Fake) -> Starlette:
 
     async def invoke(request: Request) -> Response:
         body = await _json(request)
-        if not isinstance(body, dict) or (key := _unknown(body, ("input", "config", "kwargs"))) is not None:
+        if not isinstance(body, dict) or _unknown(body, ("input", "config", "kwargs")) is not None:
             return invalid([], "extra fields not permitted")
         chain_input = body.get("input")
         if not isinstance(chain_input, dict) or set(chain_input) != {"input", "chat_history"}:
@@ -214,7 +214,7 @@ def dialogflow_app(fake: Fake) -> Starlette:
         if len(session) > 36:
             return error(400, "Session ID must be at most 36 characters.")
         body = await _json(request)
-        if not isinstance(body, dict) or (key := _unknown(body, ("queryInput", "queryParams", "outputAudioConfig"))):
+        if not isinstance(body, dict) or _unknown(body, ("queryInput", "queryParams", "outputAudioConfig")):
             return error(400, "Invalid JSON payload received. Unknown name.")
         query_input, params = body.get("queryInput"), body.get("queryParams", {})
         if not isinstance(query_input, dict) or _unknown(query_input, DF_QUERY_INPUT):
