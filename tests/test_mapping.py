@@ -338,3 +338,19 @@ def test_every_preset_is_valid_yaml_with_a_reference_link() -> None:
         assert "https://" in text.split("routes:")[0], f"{preset.name}: no API reference link in the header"
         assert "Follows" in text, f"{preset.name}: no product versions in the header"
         yaml.safe_load(text)
+
+
+def test_readme_worked_example_does_what_the_readme_says() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("**A worked example to paste**"):]
+    config = section[section.index("```yaml\n") + 8:section.index("```\n", section.index("```yaml\n"))]
+    settings = parse_settings(config, env={"CHAT_API_URL": "https://kb.internal/v1/assistant", "BACKEND_API_KEY": "k"})
+    mapping = settings.routes[0].mapping
+    turn = ChatTurn("Do you ship to Canada?", "s-1", HISTORY, {"locale": "de", "history": HISTORY}, "r-1")
+    expected_body = json.loads(section[section.index("```json\n") + 8:section.index("```\n", section.index("```json\n"))])
+    assert build_backend_body(mapping, turn) == expected_body
+    answer = {"result": {"parts": [{"text": "Yes."}, {"text": "In 5 days."}],
+                         "refs": [{"label": "Shipping", "href": "https://kb/ship"}]}}
+    assert parse_backend_answer(mapping, answer) == ("Yes. In 5 days.", [{"title": "Shipping", "url": "https://kb/ship"}])
