@@ -256,6 +256,15 @@ def test_replicas_share_sessions_through_redis(token_client, redis: Redis) -> No
     assert second.post(TOKEN, json=BODY, headers=auth()).status_code == 429
 
 
+def test_session_store_shares_the_limiters_redis_client(token_client, redis: Redis) -> None:
+    # One Redis server by default: one client (and pool) for the limiter and the session guard.
+    client = token_client(token_settings(top={"rate_limit": {"storage": redis.url}}))
+    store, limiter = client.app_state["avatar"].store, client.app_state["limiter"]
+    assert isinstance(store, RedisStore) and limiter.redis is not None
+    assert store._redis is limiter.redis
+    assert client.post(TOKEN, json=BODY, headers=auth()).status_code == 200
+
+
 def test_background_reaper_stops_expired_sessions(token_client, clock, httpx_mock: HTTPXMock) -> None:
     """The lifespan's reaper runs on its own; we wait for the stop call it makes
     (an event, not a duration) after moving the injected clock past expiry."""
