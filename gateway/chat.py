@@ -20,7 +20,7 @@ from gateway.body import json_type, read_json_object
 from gateway.config import ChatLimits, Route, Settings
 from gateway.errors import InvalidRequest, ProviderError
 from gateway.fields import check_identifier, message_list
-from gateway.mapping import ChatTurn, build_backend_body, parse_backend_answer
+from gateway.mapping import ChatTurn, backend_url, build_backend_body, parse_backend_answer
 from gateway.ratelimit import count_session
 from gateway.storage.base import ChatTurnRecord
 from gateway.upstream import decode_json
@@ -84,7 +84,7 @@ async def chat(request: Request, route: Route) -> JSONResponse:
     try:
         answer = await request.state.upstream.request(
             "POST",
-            upstream.url,
+            backend_url(upstream.url, turn),
             provider=PROVIDER,
             timeouts=upstream.timeouts,
             json_body=build_backend_body(route.mapping, turn),

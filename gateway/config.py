@@ -24,6 +24,7 @@ import yaml
 from limits import RateLimitItem, parse_many
 
 from gateway.errors import ConfigError
+from gateway.mapping import Expression, Template, check_url_template, compile_expression, compile_template
 
 # In a checkout: config/gateway.yaml. In an installed wheel the same file ships
 # as gateway/default_config.yaml (pyproject force-include).
@@ -88,7 +89,6 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 
 
 @dataclass(frozen=True)
@@ -117,10 +117,6 @@ HANDLERS: Mapping[str, HandlerSpec] = {
     "transcribe": HandlerSpec("gateway.transcribe:transcribe", "20/minute", "session", uses_stt=True),
     "stt_token": HandlerSpec("gateway.transcribe:stt_token", "10/minute", "session", uses_stt=True),
 }
-
-# Canonical values a request mapping can place into the backend's body.
-REQUEST_SOURCES = ("$message", "$sessionId", "$history", "$context", "$requestId")
-
 
 class Secret(str):
     """A string whose repr never shows its value (header values, keys)."""
@@ -151,21 +147,33 @@ class Upstream:
 
 @dataclass(frozen=True)
 class ResponseMapping:
-    response: str = "response"
-    sources: str = "sources"
-    source_title: str = "title"
-    source_url: str = "url"
+    """JMESPath expressions (compiled at load) for the answer text and the sources; see gateway/mapping.py.
+    ``sources`` is None when the backend never returns any."""
+
+    response: Expression = field(default_factory=lambda: Expression("response"))
+    sources: Expression | None = field(default_factory=lambda: Expression("sources"))
+    source_title: Expression = field(default_factory=lambda: Expression("title"))
+    source_url: Expression = field(default_factory=lambda: Expression("url"))
+
+
+DEFAULT_REQUEST_MAPPING: tuple[tuple[str, Any], ...] = (
+    ("message", "$message"),
+    ("sessionId", "$sessionId"),
+    ("context", "$context"),
+)
 
 
 @dataclass(frozen=True)
 class ChatMapping:
-    # (dotted target path in the backend body, canonical source) pairs.
-    request: tuple[tuple[str, str], ...] = (
-        ("message", "$message"),
-        ("sessionId", "$sessionId"),
-        ("context", "$context"),
-    )
+    # The request template as declared: (backend field path, value) pairs, in order.
+    request: tuple[tuple[str, Any], ...] = DEFAULT_REQUEST_MAPPING
     response: ResponseMapping = field(default_factory=ResponseMapping)
+    # ``request`` compiled (gateway/mapping.py); built from ``request`` when not given.
+    template: Template | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.template is None:
+            object.__setattr__(self, "template", compile_template(dict(self.request), "mapping.request"))
 
 
 @dataclass(frozen=True)
@@ -485,13 +493,6 @@ class _Node:
             raise self.fail(f"{_redact_url(text)!r} is not an http(s) URL with a host")
         return text
 
-    def field_path(self) -> str:
-        text = self.string()
-        if not _FIELD_PATH.fullmatch(text):
-            raise self.fail(f"{text!r} is not a field path like 'answer' or 'data.answer'")
-        return text
-
-
 def _redact_url(url: str) -> str:
     # Never echo credentials embedded in a URL (user:pass@host) into an error.
     return re.sub(r"//[^/@]*@", "//***@", url)
@@ -740,45 +741,41 @@ def _upstream(node: _Node) -> Upstream:
                 # The value may be a credential: never echo it.
                 raise ConfigError(f"{path}: value is not a single-line string")
             headers[name] = Secret(str(value))
-    return Upstream(url=n["url"].url(), timeouts=timeouts, headers=headers)
+    url = n["url"].url()
+    check_url_template(url, n["url"].path)  # {sessionId} in the path (Dialogflow CX)
+    return Upstream(url=url, timeouts=timeouts, headers=headers)
 
 
 def _mapping(node: _Node) -> ChatMapping:
+    """``mapping.request`` is the backend body as a template, ``mapping.response`` JMESPath
+    expressions; the language is gateway/mapping.py's. Today's dotted-path mappings are
+    templates and expressions already, so they keep working unchanged."""
     n = node.mapping(("request", "response"))
     default = ChatMapping()
-    request = default.request
+    request, template = default.request, default.template
     if "request" in n:
         r = n["request"]
-        if not isinstance(r.value, dict) or not r.value:
-            raise r.fail(f"{r.value!r} is not a non-empty mapping of backend field path to source")
-        pairs = []
-        for target, source in r.value.items():
-            path = _join(r.path, str(target))
-            _Node(target, path).field_path()
-            if source not in REQUEST_SOURCES:
-                raise ConfigError(f"{path}: {source!r} is not one of: {', '.join(REQUEST_SOURCES)}")
-            pairs.append((target, source))
-        targets = [target for target, _ in pairs]
-        for target in targets:
-            clash = next((other for other in targets if other.startswith(target + ".")), None)
-            if clash is not None:
-                raise ConfigError(
-                    f"{_join(r.path, target)}: conflicts with {clash!r}; a field cannot be both a value and an object"
-                )
-        if not any(source == "$message" for _, source in pairs):
-            raise r.fail("maps nothing from '$message'; the backend would never see the question")
-        request = tuple(pairs)
+        template = compile_template(r.value, r.path)
+        request = tuple(r.value.items())
     response = default.response
     if "response" in n:
         rn = n["response"].mapping(("response", "sources", "source_title", "source_url"))
         d = ResponseMapping()
+
+        def expression(key: str, fallback: Expression | None) -> Expression | None:
+            if key not in rn:
+                return fallback
+            if key == "sources" and rn[key].value is None:
+                return None  # ``sources: null``: this backend never returns any
+            return compile_expression(rn[key].value, rn[key].path)
+
         response = ResponseMapping(
-            response=_get(rn, "response", _Node.field_path, d.response),
-            sources=_get(rn, "sources", _Node.field_path, d.sources),
-            source_title=_get(rn, "source_title", _Node.field_path, d.source_title),
-            source_url=_get(rn, "source_url", _Node.field_path, d.source_url),
+            response=expression("response", d.response) or d.response,
+            sources=expression("sources", d.sources),
+            source_title=expression("source_title", d.source_title) or d.source_title,
+            source_url=expression("source_url", d.source_url) or d.source_url,
         )
-    return ChatMapping(request=request, response=response)
+    return ChatMapping(request=request, response=response, template=template)
 
 
 def _chat_limits(node: _Node) -> ChatLimits:

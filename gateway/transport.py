@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
+import yarl
 
 _CHUNK = 64 * 1024
 
@@ -80,7 +81,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")]
         response = await session.request(
             request.method,
-            str(request.url),
+            # encoded=True: httpx already percent-encoded the URL; yarl must not decode %3A and the like.
+            yarl.URL(str(request.url), encoded=True),
             headers=headers,
             data=content or None,
             allow_redirects=False,

@@ -152,3 +152,23 @@ async def test_compression_bomb_is_cut_off_at_the_decoded_size(encoding: str) ->
     bomb = b"".join(compressor.compress(block) for _ in range(64)) + compressor.flush()
     async with raw_server(reply(http(bomb, f"Content-Encoding: {encoding}"))) as url:
         assert await failure(url) == f"Chat backend answer exceeds {CAP} bytes"
+
+
+async def test_percent_encoding_in_the_url_reaches_the_backend_as_sent() -> None:
+    # A sessionId with ':' or '/' placed in a URL (Dialogflow CX sessions) must stay encoded.
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((await reader.readuntil(b"\r\n")).split(b" ")[1])
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(http(b"{}"))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await call(f"http://127.0.0.1:{port}/sessions/a%3Ab%2Fc:detectIntent")
+    finally:
+        server.close()
+    assert seen == [b"/sessions/a%3Ab%2Fc:detectIntent"]
