@@ -45,9 +45,12 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, seconds: f
 
 
 @contextlib.contextmanager
-def process(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], port: int, env: dict[str, str] | None = None, root: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` importing the checkout at ``root`` (another revision's, for a baseline)."""
     proc = subprocess.Popen(
-        args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        args, cwd=root, env={**os.environ, "PYTHONPATH": str(root), **(env or {})},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -57,12 +60,25 @@ def process(args: list[str], port: int, env: dict[str, str] | None = None) -> It
         stop(proc)
 
 
-def uvicorn(app: str, port: int, env: dict[str, str] | None = None, factory: bool = False):  # type: ignore[no-untyped-def]
+def uvicorn(app: str, port: int, env: dict[str, str] | None = None, factory: bool = False,  # type: ignore[no-untyped-def]
+            root: Path = ROOT):
     args = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
             "--log-level", "warning", "--loop", "uvloop", "--http", "httptools"]
     if factory:
         args.append("--factory")
-    return process(args, port, env)
+    return process(args, port, env, root)
+
+
+@contextlib.contextmanager
+def checkout(revision: str) -> Iterator[Path]:
+    """A temporary detached worktree of ``revision``, so a baseline runs in the same session."""
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
+        path = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(path), revision], cwd=ROOT, check=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
 
 
 # nginx's main config comes from tests/services.py; the benchmark adds this server.

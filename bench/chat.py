@@ -7,6 +7,7 @@ each cell, and prints medians and the ratios to direct-to-backend measured in th
     .venv/bin/python bench/chat.py              # default: 5 s per cell, 3 repeats (~5 min)
     .venv/bin/python bench/chat.py --quick      # 2 s per cell, 1 repeat (smoke run)
     .venv/bin/python bench/chat.py --json out.json
+    .venv/bin/python bench/chat.py --baseline main~3   # also run that revision's gateway, same run
 
 Everything runs on loopback and is torn down at the end. The gateway runs as
 ``uvicorn gateway.app:create_app --factory`` with bench/gateway.bench.yaml (rate limit off).
@@ -25,17 +26,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._lib import WrkResult, free_port, median_result, nginx_backend, uvicorn, wrk
+from bench._lib import ROOT, WrkResult, checkout, free_port, median_result, nginx_backend, uvicorn, wrk
 
-TARGETS = ("direct", "naive", "gateway")
-BACKENDS = ("fast", "slow")
+TARGETS: tuple[str, ...] = ("direct", "naive", "gateway")
+BACKENDS: tuple[str, ...] = ("fast", "slow")
 CONCURRENCY = (1, 64, 200)
 
 
 @contextlib.contextmanager
-def stack(backend: str) -> Iterator[dict[str, str]]:
-    """Start a backend and both proxies in front of it; yield target -> chat URL."""
-    bport, nport, gport = free_port(), free_port(), free_port()
+def stack(backend: str, baseline: Path | None = None) -> Iterator[dict[str, str]]:
+    """Start a backend and the proxies in front of it; yield target -> chat URL."""
+    bport, nport, gport, oport = free_port(), free_port(), free_port(), free_port()
+    gateway_env = {"GATEWAY_CONFIG": str(ROOT / "bench/gateway.bench.yaml"), "CHAT_API_URL": ""}
     backend_url = f"http://127.0.0.1:{bport}/api/chat"
     with contextlib.ExitStack() as stack:
         if backend == "fast":
@@ -43,19 +45,17 @@ def stack(backend: str) -> Iterator[dict[str, str]]:
         else:
             stack.enter_context(uvicorn("bench.slow_backend:app", bport))
         stack.enter_context(uvicorn("bench.naive_proxy:app", nport, env={"NAIVE_UPSTREAM": backend_url}))
-        stack.enter_context(
-            uvicorn(
-                "gateway.app:create_app",
-                gport,
-                env={"GATEWAY_CONFIG": "bench/gateway.bench.yaml", "CHAT_API_URL": backend_url},
-                factory=True,
-            )
-        )
-        yield {
+        gateway_env["CHAT_API_URL"] = backend_url
+        stack.enter_context(uvicorn("gateway.app:create_app", gport, env=gateway_env, factory=True))
+        urls = {
             "direct": backend_url,
             "naive": f"http://127.0.0.1:{nport}/api/chat",
             "gateway": f"http://127.0.0.1:{gport}/api/chat",
         }
+        if baseline is not None:
+            stack.enter_context(uvicorn("gateway.app:create_app", oport, env=gateway_env, factory=True, root=baseline))
+            urls["baseline"] = f"http://127.0.0.1:{oport}/api/chat"
+        yield urls
 
 
 def main() -> None:
@@ -64,16 +64,30 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="measurements per cell; medians are reported")
     parser.add_argument("--quick", action="store_true", help="2 s, 1 repeat")
     parser.add_argument("--json", type=Path, help="write raw results here")
+    parser.add_argument("--baseline", metavar="REV", help="also measure the gateway at git revision REV")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated: fast,slow (default both)")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.repeat = 2.0, 1
+    with contextlib.ExitStack() as trees:
+        baseline = trees.enter_context(checkout(args.baseline)) if args.baseline else None
+        run(args, baseline)
+
+
+def run(args: argparse.Namespace, baseline: Path | None) -> None:
+    global TARGETS, BACKENDS
+    BACKENDS = tuple(b for b in BACKENDS if b in args.backends.split(","))
+    if baseline is not None:
+        TARGETS = (*TARGETS, "baseline")
 
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0:1]
+    if baseline is not None:
+        print(f"# baseline: the gateway at {args.baseline}")
     print(f"# bench/chat.py  python {platform.python_version()}  cpus {len(__import__('os').sched_getaffinity(0))}"
           f"  {(wrk_version or ['wrk ?'])[0].strip()}  duration {args.duration}s x {args.repeat}")
     raw: dict[str, dict[str, dict[int, list[WrkResult]]]] = {}
     for backend in BACKENDS:
-        with stack(backend) as urls:
+        with stack(backend, baseline) as urls:
             for target in TARGETS:  # warm up connections, imports, JIT-less caches
                 wrk(urls[target], 16, 1.0)
             cells = raw.setdefault(backend, {t: {c: [] for c in CONCURRENCY} for t in TARGETS})
@@ -92,13 +106,22 @@ def main() -> None:
                 r = med[b][t][c]
                 ratio = r.rps / base if base else 0.0
                 print(f"{b:8} {c:5} {t:8} {r.rps:9.1f} {r.p50_ms:8.2f} {r.p99_ms:9.2f} {r.errors:7} {ratio:8.2f}x")
-    slow = med["slow"]
-    gw, naive = slow["gateway"][200].rps / slow["direct"][200].rps, slow["naive"][200].rps / slow["direct"][200].rps
-    print(f"\nslow backend (0.5 s) @ 200 connections: gateway/direct = {gw:.2f}x (target >= 0.9x), "
-          f"naive/direct = {naive:.2f}x")
-    fast = med["fast"]
-    print(f"fast backend @ 64 connections: gateway/direct = {fast['gateway'][64].rps / fast['direct'][64].rps:.2f}x, "
-          f"gateway/naive = {fast['gateway'][64].rps / max(fast['naive'][64].rps, 0.001):.2f}x")
+    print()
+    if "slow" in med:
+        slow = med["slow"]
+        gw, naive = slow["gateway"][200].rps / slow["direct"][200].rps, slow["naive"][200].rps / slow["direct"][200].rps
+        print(f"slow backend (0.5 s) @ 200 connections: gateway/direct = {gw:.2f}x (target >= 0.9x), "
+              f"naive/direct = {naive:.2f}x")
+    if "fast" in med:
+        fast = med["fast"]
+        print(f"fast backend @ 64 connections: gateway/direct = {fast['gateway'][64].rps / fast['direct'][64].rps:.2f}x"
+              f", gateway/naive = {fast['gateway'][64].rps / max(fast['naive'][64].rps, 0.001):.2f}x")
+    if baseline is not None:
+        for b in BACKENDS:
+            ratios = ", ".join(
+                f"{c}: {med[b]['gateway'][c].rps / max(med[b]['baseline'][c].rps, 0.001):.2f}x" for c in CONCURRENCY
+            )
+            print(f"{b} backend, gateway / baseline ({args.baseline}) req/s by connections: {ratios}")
     if args.json:
         args.json.write_text(json.dumps(
             {b: {t: {c: [r.__dict__ for r in raw[b][t][c]] for c in CONCURRENCY} for t in TARGETS} for b in BACKENDS},

@@ -1,7 +1,9 @@
 """The analytics commands: ``avatar-gateway export | stats | purge``.
 
 They open the configured store directly (no running gateway needed), so they
-work against the SQLite file of a stopped gateway or a shared PostgreSQL.
+work against the SQLite file of a stopped gateway or a shared PostgreSQL. They never
+create a database: a SQLite file that is not there is an error naming the path looked
+at, since a relative ``storage.url`` resolves against the current folder.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ import argparse
 import asyncio
 import csv
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from gateway.config import Settings
-from gateway.storage import StorageUnavailable, Store, open_store
+from gateway.errors import DatabaseNotFound, StorageUnavailable
+from gateway.storage import Store, open_store, sqlite_path
 
 CSV_COLUMNS = {
     "conversations": ["conversationId", "sessionId", "createdAt", "messageCount", "metadata", "messages"],
@@ -39,13 +43,29 @@ def parse_time(value: str | None, name: str) -> float | None:
 def run_analytics(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return asyncio.run(_run(args, settings))
+    except DatabaseNotFound as exc:
+        print(f"error: {exc.detail} ({_looked_where(settings.storage.url)})", file=sys.stderr)
+        return 1
     except StorageUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.detail or exc.message}", file=sys.stderr)
         return 1
 
 
+def _looked_where(url: str) -> str:
+    if os.path.isabs(sqlite_path(url)):
+        return f"storage.url {url}"
+    return (
+        f"storage.url {url} is relative to the current folder; run this where the gateway runs "
+        "or set DATABASE_URL=sqlite:////absolute/path/gateway.db"
+    )
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(settings.storage.url, pool_size=2)
+    days = getattr(args, "days", None) or settings.storage.retention_days
+    if args.command == "purge" and (not days or days <= 0):
+        print("error: no retention period: set storage.retention_days or pass --days N", file=sys.stderr)
+        return 2
+    store = open_store(settings.storage.url, pool_size=2, create=False)
     await store.open()
     try:
         if args.command == "export":
@@ -60,10 +80,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             stats = await store.stats(parse_time(args.since, "from"), parse_time(args.until, "to"))
             print(json.dumps(stats.to_json(), indent=2) if args.json else render_stats(stats.to_json()))
         else:
-            days = args.days or settings.storage.retention_days
-            if not days or days <= 0:
-                print("error: no retention period: set storage.retention_days or pass --days N", file=sys.stderr)
-                return 2
+            assert days is not None
             conversations, turns = await store.purge(time.time() - days * 86400)
             print(f"purged {conversations} conversations and {turns} chat turns older than {days} days")
     finally:

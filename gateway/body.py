@@ -55,7 +55,7 @@ async def read_json_object(request: Request, max_bytes: int, timeout: float | No
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"Request body exceeds the limit of {max_bytes} bytes")
     if timeout is None:
-        timeout = float(request.app.state.settings.server.body_timeout)
+        timeout = float(request.state.settings.server.body_timeout)
     raw = await _read(request, max_bytes, timeout)
     if not raw.strip():
         raise InvalidRequest("Request body is empty; expected a JSON object")

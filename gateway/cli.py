@@ -1,4 +1,4 @@
-"""Command line: ``avatar-gateway serve`` and ``avatar-gateway check``."""
+"""Command line: ``avatar-gateway serve``, ``check``, ``try`` and the analytics commands."""
 
 from __future__ import annotations
 
@@ -41,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     purge.add_argument("--config")
     purge.add_argument("--days", type=int, help="override storage.retention_days")
 
+    attempt = commands.add_parser(
+        "try", help="send one question through a chat route's mapping to its backend and show each step"
+    )
+    attempt.add_argument("question")
+    attempt.add_argument("--config", help=f"config file (default: ${CONFIG_ENV} or the bundled config/gateway.yaml)")
+    attempt.add_argument("--route", default="/api/chat", help="the chat route's path (default: /api/chat)")
+    attempt.add_argument("--session", help="sessionId (default: a new one)")
+    attempt.add_argument("--history", help="JSON array of earlier messages, each {role, content}")
+    attempt.add_argument("--context", help="JSON object of client context, e.g. {\"locale\": \"de\"}")
+
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -50,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         print(_summary(settings))
         return 0
+    if args.command == "try":
+        from gateway.trial import run_trial
+
+        return run_trial(args, settings)
     if args.command in ("export", "stats", "purge"):
         from gateway.analytics import run_analytics
 

@@ -24,6 +24,7 @@ import yaml
 from limits import RateLimitItem, parse_many
 
 from gateway.errors import ConfigError
+from gateway.mapping import Expression, Template, check_url_template, compile_expression, compile_template
 
 # In a checkout: config/gateway.yaml. In an installed wheel the same file ships
 # as gateway/default_config.yaml (pyproject force-include).
@@ -48,17 +49,13 @@ DEFAULT_MAX_MESSAGE_CHARS = 4000
 DEFAULT_MAX_HISTORY = 50
 DEFAULT_MAX_HISTORY_CONTENT_CHARS = 8000
 DEFAULT_MAX_SESSION_ID_CHARS = 128
-DEFAULT_RATE_LIMITS = {
-    "chat": "60/minute",
-    "token": "10/minute",
-    "health": "100/minute",
-    "conversations": "60/minute",
-    "session_end": "60/minute",
-}
-HANDLERS = ("chat", "token", "health", "conversations", "session_end")
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+DEFAULT_STORAGE_TIMEOUT_DB = 5.0
+DEFAULT_SESSION_STORE_TIMEOUT = 0.5
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 RATE_LIMIT_KEYS = ("ip", "credential", "session")
+MIN_KEY_CHARS = 16
 DEFAULT_DATABASE_URL = "sqlite:///data/gateway.db"
 DATABASE_URL_ENV = "DATABASE_URL"
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
@@ -66,8 +63,6 @@ CLIENT_IP_HEADERS = ("x-forwarded-for", "forwarded")
 DEFAULT_STORAGE_TIMEOUT = 1.0
 STORAGE_ERROR_MODES = ("open", "closed")
 RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "memcached")
-# The token route is for server-side callers: count per credential, not per IP.
-DEFAULT_RATE_LIMIT_KEYS = {"token": "credential"}
 AVATAR_PROVIDERS = ("local", "liveavatar", "heygen")
 AVATAR_BASE_URLS = {"liveavatar": "https://api.liveavatar.com", "heygen": "https://api.heygen.com"}
 LIVEAVATAR_MODES = ("FULL", "LITE")
@@ -76,15 +71,54 @@ DEFAULT_MAX_CONCURRENT_SESSIONS = 3
 DEFAULT_AVATAR_TIMEOUTS = (2.0, 10.0)
 DEFAULT_REAP_INTERVAL = 5.0
 MIN_SIGNING_SECRET_CHARS = 32
+STT_PROVIDERS = ("embedded", "deepgram", "assemblyai", "openai")
+STT_BASE_URLS = {
+    "deepgram": "https://api.deepgram.com",
+    "assemblyai": "https://api.assemblyai.com",
+    "openai": "https://api.openai.com",
+}
+STT_STREAMING_PROVIDERS = ("deepgram", "assemblyai")  # the ones that mint browser streaming tokens
+STT_MODELS = {"deepgram": "nova-3", "assemblyai": "universal", "openai": "whisper-1"}
+DEFAULT_STT_MAX_BYTES = 5 * 1024 * 1024
+DEFAULT_STT_MAX_SECONDS = 30.0
+DEFAULT_STT_TOKEN_TTL = 30.0
+MAX_STT_TOKEN_TTL = 600.0  # AssemblyAI's ceiling; Deepgram grants are short-lived too
+DEFAULT_STT_TIMEOUTS = (2.0, 30.0)
+DEFAULT_STT_CONCURRENCY = 2
+DEFAULT_STT_QUEUE = 16
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
-# Canonical values a request mapping can place into the backend's body.
-REQUEST_SOURCES = ("$message", "$sessionId", "$history", "$context", "$requestId")
 
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """What a route's ``handler`` name stands for: where its endpoint lives
+    (imported only when a route uses it) and its defaults."""
+
+    endpoint: str  # "module:function", resolved by the app factory
+    rate_limit: str
+    limit_key: str = "ip"
+    methods: tuple[str, ...] = ("POST",)
+    uses_avatar: bool = False  # needs the avatar runtime (provider, session guard)
+    uses_storage: bool = False  # needs the conversation store
+    uses_stt: bool = False  # needs the speech-to-text runtime
+
+
+# The one handler registry: config validates names against it, the app imports from it.
+HANDLERS: Mapping[str, HandlerSpec] = {
+    "chat": HandlerSpec("gateway.chat:chat", "60/minute"),
+    # The token route is for server-side callers: count per credential, not per IP.
+    "token": HandlerSpec("gateway.tokens:get_access_token", "10/minute", "credential", uses_avatar=True),
+    "health": HandlerSpec("gateway.health:health", "100/minute", methods=("GET",)),
+    "conversations": HandlerSpec("gateway.conversations:log_conversation", "60/minute", uses_storage=True),
+    "session_end": HandlerSpec("gateway.tokens:end_session", "60/minute", uses_avatar=True),
+    # Billable: counted per session (the chatToken's, or the caller's ?sessionId=).
+    "transcribe": HandlerSpec("gateway.transcribe:transcribe", "20/minute", "session", uses_stt=True),
+    "stt_token": HandlerSpec("gateway.transcribe:stt_token", "10/minute", "session", uses_stt=True),
+}
 
 class Secret(str):
     """A string whose repr never shows its value (header values, keys)."""
@@ -115,21 +149,33 @@ class Upstream:
 
 @dataclass(frozen=True)
 class ResponseMapping:
-    response: str = "response"
-    sources: str = "sources"
-    source_title: str = "title"
-    source_url: str = "url"
+    """JMESPath expressions (compiled at load) for the answer text and the sources; see gateway/mapping.py.
+    ``sources`` is None when the backend never returns any."""
+
+    response: Expression = field(default_factory=lambda: Expression("response"))
+    sources: Expression | None = field(default_factory=lambda: Expression("sources"))
+    source_title: Expression = field(default_factory=lambda: Expression("title"))
+    source_url: Expression = field(default_factory=lambda: Expression("url"))
+
+
+DEFAULT_REQUEST_MAPPING: tuple[tuple[str, Any], ...] = (
+    ("message", "$message"),
+    ("sessionId", "$sessionId"),
+    ("context", "$context"),
+)
 
 
 @dataclass(frozen=True)
 class ChatMapping:
-    # (dotted target path in the backend body, canonical source) pairs.
-    request: tuple[tuple[str, str], ...] = (
-        ("message", "$message"),
-        ("sessionId", "$sessionId"),
-        ("context", "$context"),
-    )
+    # The request template as declared: (backend field path, value) pairs, in order.
+    request: tuple[tuple[str, Any], ...] = DEFAULT_REQUEST_MAPPING
     response: ResponseMapping = field(default_factory=ResponseMapping)
+    # ``request`` compiled (gateway/mapping.py); built from ``request`` when not given.
+    template: Template | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.template is None:
+            object.__setattr__(self, "template", compile_template(dict(self.request), "mapping.request"))
 
 
 @dataclass(frozen=True)
@@ -175,6 +221,8 @@ class ServerSettings:
 class ClientSettings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY
+    # An answer bigger than this, decoded, is not a chat or vendor answer: refused, never buffered.
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
 
 @dataclass(frozen=True)
@@ -202,21 +250,25 @@ class StorageSettings:
     retention_days: int | None = None
     redact_emails: bool = False
     redact_phones: bool = False
-    admin_keys: tuple[Secret, ...] = ()
     pool_size: int = 20
+    timeout: float = DEFAULT_STORAGE_TIMEOUT_DB
     max_messages: int = 500
     max_message_chars: int = 20_000
     max_metadata_bytes: int = 16_384
 
     def __repr__(self) -> str:
-        return f"StorageSettings(url={_redact_url(self.url)!r}, admin_keys={len(self.admin_keys)} configured)"
+        return f"StorageSettings(url={_redact_url(self.url)!r})"
 
 
 @dataclass(frozen=True)
 class AuthSettings:
-    """Server credentials accepted on the token route (several, for rotation)."""
+    """Every configured credential (several of each, for rotation); see gateway/auth.py."""
 
-    api_keys: tuple[Secret, ...] = ()
+    api_keys: tuple[Secret, ...] = ()  # the token route's server-side callers
+    admin_keys: tuple[Secret, ...] = ()  # the admin read API; none = the API does not exist
+
+    def __repr__(self) -> str:
+        return f"AuthSettings(api_keys={len(self.api_keys)} configured, admin_keys={len(self.admin_keys)} configured)"
 
 
 @dataclass(frozen=True)
@@ -236,7 +288,32 @@ class AvatarSettings:
     signing_secret: Secret | None = None
     production: bool = False
     session_store: str | None = None
+    session_store_timeout: float = DEFAULT_SESSION_STORE_TIMEOUT
     reap_interval: float = DEFAULT_REAP_INTERVAL
+
+
+@dataclass(frozen=True)
+class SttSettings:
+    """Speech-to-text: the provider, its key and the limits on audio; see README "Speech-to-text"."""
+
+    provider: str = "embedded"
+    api_key: Secret | None = None
+    base_url: str | None = None
+    streaming_url: str | None = None  # AssemblyAI's token host (streaming.assemblyai.com)
+    model: str | None = None
+    language: str = "en"
+    timeouts: Timeouts = field(default_factory=lambda: Timeouts(*DEFAULT_STT_TIMEOUTS))
+    phrases: tuple[str, ...] = ()
+    phrases_files: tuple[str, ...] = ()  # files or directories of .md / .txt
+    max_bytes: int = DEFAULT_STT_MAX_BYTES
+    max_seconds: float = DEFAULT_STT_MAX_SECONDS
+    token_ttl: float = DEFAULT_STT_TOKEN_TTL
+    concurrency: int = DEFAULT_STT_CONCURRENCY  # embedded recognitions (processes) at once
+    max_queue: int = DEFAULT_STT_QUEUE  # transcriptions waiting beyond that: 503
+
+    def __repr__(self) -> str:
+        key = "set" if self.api_key else "unset"
+        return f"SttSettings(provider={self.provider!r}, api_key={key}, model={self.model!r})"
 
 
 @dataclass(frozen=True)
@@ -250,9 +327,26 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     avatar: AvatarSettings = field(default_factory=AvatarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    stt: SttSettings = field(default_factory=SttSettings)
 
     def route_for(self, handler: str) -> Route | None:
         return next((r for r in self.routes if r.handler == handler), None)
+
+    @property
+    def uses_avatar(self) -> bool:
+        return self.avatar.require_session_token or any(HANDLERS[r.handler].uses_avatar for r in self.routes)
+
+    @property
+    def uses_stt(self) -> bool:
+        return any(HANDLERS[r.handler].uses_stt for r in self.routes)
+
+    @property
+    def uses_storage(self) -> bool:
+        return (
+            any(HANDLERS[r.handler].uses_storage for r in self.routes)
+            or self.storage.record_chat_turns
+            or bool(self.auth.admin_keys)
+        )
 
 
 # -- loading ----------------------------------------------------------------
@@ -280,8 +374,42 @@ def parse_settings(text: str, env: Mapping[str, str] | None = None, source: str 
         raise ConfigError(f"{source}: {problem}{where}") from None
     if data is None:
         data = {}
-    root = _Node(_interpolate(data, "", env), "")
-    return _settings(root, env, source)
+    root = _Node(_apply_environment(_interpolate(data, "", env), env), "")
+    return _settings(root, source)
+
+
+class _FromEnvironment(str):
+    """A value set by an environment override; errors name the variable, not a key path."""
+
+    label: str
+
+
+def _apply_environment(data: Any, env: Mapping[str, str]) -> Any:
+    """The environment overrides, all in this one place. Like the file's ``${VAR}``s they
+    replace values, never structure, and they win over what the file says:
+
+    - ``CHAT_API_URL``: the upstream URL of the ``/api/chat`` route (the common
+      deployment sets only this);
+    - ``DATABASE_URL``: ``storage.url``.
+    """
+
+    def override(name: str) -> _FromEnvironment | None:
+        if not env.get(name):
+            return None
+        value = _FromEnvironment(env[name])
+        value.label = f"{name} (environment)"
+        return value
+
+    if not isinstance(data, dict):
+        return data
+    if (chat_url := override(CHAT_URL_ENV)) is not None and isinstance(data.get("routes"), list):
+        for route in data["routes"]:
+            if isinstance(route, dict) and route.get("path") == CHAT_PATH and isinstance(route.get("upstream"), dict):
+                route["upstream"]["url"] = chat_url
+    if (database_url := override(DATABASE_URL_ENV)) is not None:
+        storage = data.get("storage")
+        data["storage"] = {**(storage if isinstance(storage, dict) else {}), "url": database_url}
+    return data
 
 
 def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
@@ -326,7 +454,8 @@ class _Node:
         for key, value in self.value.items():
             if key not in allowed:
                 raise ConfigError(f"{_join(self.path, str(key))}: unknown key (expected one of: {', '.join(allowed)})")
-            out[key] = _Node(value, _join(self.path, key))
+            path = value.label if isinstance(value, _FromEnvironment) else _join(self.path, key)
+            out[key] = _Node(value, path)
         return out
 
     def items(self) -> list[_Node]:
@@ -367,13 +496,6 @@ class _Node:
             raise self.fail(f"{_redact_url(text)!r} is not an http(s) URL with a host")
         return text
 
-    def field_path(self) -> str:
-        text = self.string()
-        if not _FIELD_PATH.fullmatch(text):
-            raise self.fail(f"{text!r} is not a field path like 'answer' or 'data.answer'")
-        return text
-
-
 def _redact_url(url: str) -> str:
     # Never echo credentials embedded in a URL (user:pass@host) into an error.
     return re.sub(r"//[^/@]*@", "//***@", url)
@@ -384,11 +506,11 @@ def _get(nodes: dict[str, _Node], key: str, parse: Any, default: Any) -> Any:
     return default if node is None or node.value is None else parse(node)
 
 
-def _settings(root: _Node, env: Mapping[str, str], source: str) -> Settings:
-    top = root.mapping(("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth"))
+def _settings(root: _Node, source: str) -> Settings:
+    top = root.mapping(("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth", "stt"))
     if "routes" not in top:
         raise root.fail("missing required key 'routes'")
-    routes = tuple(_route(node, env) for node in top["routes"].items())
+    routes = tuple(_route(node) for node in top["routes"].items())
     seen: set[str] = set()
     for index, route in enumerate(routes):
         if route.path in seen:
@@ -401,10 +523,17 @@ def _settings(root: _Node, env: Mapping[str, str], source: str) -> Settings:
         rate_limit=_get(top, "rate_limit", _rate_limit_settings, RateLimitSettings()),
         health=_get(top, "health", _health, HealthSettings()),
         source=source,
-        storage=_storage(top.get("storage"), env),
+        storage=_get(top, "storage", _storage, StorageSettings()),
         avatar=_get(top, "avatar", _avatar, AvatarSettings()),
-        auth=_get(top, "auth", _auth, AuthSettings()),
+        auth=_auth(top.get("auth"), top.get("storage")),
+        stt=_get(top, "stt", _stt, SttSettings()),
     )
+    if settings.route_for("stt_token") and settings.stt.provider not in STT_STREAMING_PROVIDERS:
+        index = next(i for i, r in enumerate(routes) if r.handler == "stt_token")
+        raise ConfigError(
+            f"routes[{index}].handler: 'stt_token' needs stt.provider {' or '.join(STT_STREAMING_PROVIDERS)} "
+            f"(provider {settings.stt.provider!r} has no browser streaming tokens)"
+        )
     if settings.avatar.production and settings.route_for("token") and not settings.auth.api_keys:
         raise ConfigError("auth.api_keys: required when avatar.production is true (set GATEWAY_API_KEYS)")
     return settings
@@ -430,11 +559,12 @@ def _server(node: _Node) -> ServerSettings:
 
 
 def _client(node: _Node) -> ClientSettings:
-    n = node.mapping(("max_connections", "keepalive_expiry"))
+    n = node.mapping(("max_connections", "keepalive_expiry", "max_response_bytes"))
     d = ClientSettings()
     return ClientSettings(
         max_connections=_get(n, "max_connections", _Node.positive_int, d.max_connections),
         keepalive_expiry=_get(n, "keepalive_expiry", _Node.duration, d.keepalive_expiry),
+        max_response_bytes=_get(n, "max_response_bytes", _Node.positive_int, d.max_response_bytes),
     )
 
 
@@ -472,38 +602,22 @@ def _rate_limit_settings(node: _Node) -> RateLimitSettings:
     )
 
 
-def _storage(node: _Node | None, env: Mapping[str, str]) -> StorageSettings:
+def _storage(node: _Node) -> StorageSettings:
     d = StorageSettings()
-    n = (
-        node.mapping(
-            ("url", "record_chat_turns", "turn_queue_size", "retention_days", "redact", "admin_keys", "pool_size",
-             "max_messages", "max_message_chars", "max_metadata_bytes")
-        )
-        if node is not None and node.value is not None
-        else {}
+    n = node.mapping(
+        ("url", "record_chat_turns", "turn_queue_size", "retention_days", "redact", "admin_keys", "pool_size",
+         "timeout", "max_messages", "max_message_chars", "max_metadata_bytes")
     )
-    url = _get(n, "url", _database_url, d.url)
-    if env.get(DATABASE_URL_ENV):  # like CHAT_API_URL: the environment wins over the file
-        url = _database_url(_Node(env[DATABASE_URL_ENV], f"{DATABASE_URL_ENV} (environment)"))
     redact = n["redact"].mapping(("emails", "phones")) if "redact" in n and n["redact"].value is not None else {}
-    keys: tuple[Secret, ...] = ()
-    if "admin_keys" in n and n["admin_keys"].value not in (None, ""):
-        raw = n["admin_keys"].value
-        items = raw.split(",") if isinstance(raw, str) else raw
-        if not isinstance(items, list) or not all(isinstance(k, str) for k in items):
-            raise n["admin_keys"].fail("is not a comma-separated string or a list of keys")
-        keys = tuple(Secret(k.strip()) for k in items if k.strip())
-        if any(len(k) < 16 for k in keys):
-            raise n["admin_keys"].fail("every admin key must be at least 16 characters")
     return StorageSettings(
-        url=url,
+        url=_get(n, "url", _database_url, d.url),
         record_chat_turns=_get(n, "record_chat_turns", _Node.boolean, d.record_chat_turns),
         turn_queue_size=_get(n, "turn_queue_size", _Node.positive_int, d.turn_queue_size),
         retention_days=_get(n, "retention_days", _Node.positive_int, d.retention_days),
         redact_emails=_get(redact, "emails", _Node.boolean, d.redact_emails),
         redact_phones=_get(redact, "phones", _Node.boolean, d.redact_phones),
-        admin_keys=keys,
         pool_size=_get(n, "pool_size", _Node.positive_int, d.pool_size),
+        timeout=_get(n, "timeout", _Node.duration, d.timeout),
         max_messages=_get(n, "max_messages", _Node.positive_int, d.max_messages),
         max_message_chars=_get(n, "max_message_chars", _Node.positive_int, d.max_message_chars),
         max_metadata_bytes=_get(n, "max_metadata_bytes", _Node.positive_int, d.max_metadata_bytes),
@@ -531,7 +645,7 @@ def _health(node: _Node) -> HealthSettings:
     )
 
 
-def _route(node: _Node, env: Mapping[str, str]) -> Route:
+def _route(node: _Node) -> Route:
     n = node.mapping(("path", "handler", "methods", "rate_limit", "upstream", "mapping", "limits", "fallback_response"))
     for required in ("path", "handler"):
         if required not in n:
@@ -539,12 +653,10 @@ def _route(node: _Node, env: Mapping[str, str]) -> Route:
     path = n["path"].string()
     if not path.startswith("/"):
         raise n["path"].fail(f"{path!r} does not start with '/'")
-    handler = n["handler"].string(HANDLERS)
-    default_methods = ("GET",) if handler == "health" else ("POST",)
-    methods = _get(n, "methods", _methods, default_methods)
-    rate_limits = _rate_limits(
-        n.get("rate_limit"), DEFAULT_RATE_LIMITS[handler], DEFAULT_RATE_LIMIT_KEYS.get(handler, "ip")
-    )
+    handler = n["handler"].string(tuple(HANDLERS))
+    spec = HANDLERS[handler]
+    methods = _get(n, "methods", _methods, spec.methods)
+    rate_limits = _rate_limits(n.get("rate_limit"), spec.rate_limit, spec.limit_key)
     if handler != "chat":
         for key in ("upstream", "mapping", "limits", "fallback_response"):
             if key in n:
@@ -553,10 +665,6 @@ def _route(node: _Node, env: Mapping[str, str]) -> Route:
     if "upstream" not in n:
         raise node.fail("missing required key 'upstream' for a chat route")
     upstream = _upstream(n["upstream"])
-    if path == CHAT_PATH and env.get(CHAT_URL_ENV):
-        # The common deployment sets only CHAT_API_URL; it wins over the file.
-        url = _Node(env[CHAT_URL_ENV], f"{CHAT_URL_ENV} (environment)").url()
-        upstream = Upstream(url=url, timeouts=upstream.timeouts, headers=upstream.headers)
     return Route(
         path=path,
         handler=handler,
@@ -640,45 +748,41 @@ def _upstream(node: _Node) -> Upstream:
                 # The value may be a credential: never echo it.
                 raise ConfigError(f"{path}: value is not a single-line string")
             headers[name] = Secret(str(value))
-    return Upstream(url=n["url"].url(), timeouts=timeouts, headers=headers)
+    url = n["url"].url()
+    check_url_template(url, n["url"].path)  # {sessionId} in the path (Dialogflow CX)
+    return Upstream(url=url, timeouts=timeouts, headers=headers)
 
 
 def _mapping(node: _Node) -> ChatMapping:
+    """``mapping.request`` is the backend body as a template, ``mapping.response`` JMESPath
+    expressions; the language is gateway/mapping.py's. Today's dotted-path mappings are
+    templates and expressions already, so they keep working unchanged."""
     n = node.mapping(("request", "response"))
     default = ChatMapping()
-    request = default.request
+    request, template = default.request, default.template
     if "request" in n:
         r = n["request"]
-        if not isinstance(r.value, dict) or not r.value:
-            raise r.fail(f"{r.value!r} is not a non-empty mapping of backend field path to source")
-        pairs = []
-        for target, source in r.value.items():
-            path = _join(r.path, str(target))
-            _Node(target, path).field_path()
-            if source not in REQUEST_SOURCES:
-                raise ConfigError(f"{path}: {source!r} is not one of: {', '.join(REQUEST_SOURCES)}")
-            pairs.append((target, source))
-        targets = [target for target, _ in pairs]
-        for target in targets:
-            clash = next((other for other in targets if other.startswith(target + ".")), None)
-            if clash is not None:
-                raise ConfigError(
-                    f"{_join(r.path, target)}: conflicts with {clash!r}; a field cannot be both a value and an object"
-                )
-        if not any(source == "$message" for _, source in pairs):
-            raise r.fail("maps nothing from '$message'; the backend would never see the question")
-        request = tuple(pairs)
+        template = compile_template(r.value, r.path)
+        request = tuple(r.value.items())
     response = default.response
     if "response" in n:
         rn = n["response"].mapping(("response", "sources", "source_title", "source_url"))
         d = ResponseMapping()
+
+        def expression(key: str, fallback: Expression | None) -> Expression | None:
+            if key not in rn:
+                return fallback
+            if key == "sources" and rn[key].value is None:
+                return None  # ``sources: null``: this backend never returns any
+            return compile_expression(rn[key].value, rn[key].path)
+
         response = ResponseMapping(
-            response=_get(rn, "response", _Node.field_path, d.response),
-            sources=_get(rn, "sources", _Node.field_path, d.sources),
-            source_title=_get(rn, "source_title", _Node.field_path, d.source_title),
-            source_url=_get(rn, "source_url", _Node.field_path, d.source_url),
+            response=expression("response", d.response) or d.response,
+            sources=expression("sources", d.sources),
+            source_title=expression("source_title", d.source_title) or d.source_title,
+            source_url=expression("source_url", d.source_url) or d.source_url,
         )
-    return ChatMapping(request=request, response=response)
+    return ChatMapping(request=request, response=response, template=template)
 
 
 def _chat_limits(node: _Node) -> ChatLimits:
@@ -694,27 +798,39 @@ def _chat_limits(node: _Node) -> ChatLimits:
     )
 
 
-def _auth(node: _Node) -> AuthSettings:
-    """``api_keys``: a list, or one comma-separated string (``${GATEWAY_API_KEYS}``)."""
-    n = node.mapping(("api_keys",))
-    keys_node = n.get("api_keys")
-    if keys_node is None or keys_node.value in (None, ""):
-        return AuthSettings()
-    if isinstance(keys_node.value, str):
-        raw = [part.strip() for part in keys_node.value.split(",")]
-    elif isinstance(keys_node.value, list):
+def _auth(node: _Node | None, storage: _Node | None) -> AuthSettings:
+    """``auth.api_keys`` and ``auth.admin_keys``. ``storage.admin_keys``, where admin
+    keys lived before they joined the other credentials, is still read."""
+    n = node.mapping(("api_keys", "admin_keys")) if node is not None and node.value is not None else {}
+    admin = n.get("admin_keys")
+    if storage is not None and isinstance(storage.value, dict) and "admin_keys" in storage.value:
+        legacy = _Node(storage.value["admin_keys"], _join(storage.path, "admin_keys"))
+        if admin is not None and admin.value not in (None, "") and legacy.value not in (None, ""):
+            raise legacy.fail("admin keys are set in auth.admin_keys too; keep only auth.admin_keys")
+        if admin is None or admin.value in (None, ""):
+            admin = legacy
+    return AuthSettings(api_keys=_keys(n.get("api_keys")), admin_keys=_keys(admin))
+
+
+def _keys(node: _Node | None) -> tuple[Secret, ...]:
+    """A list, or one comma-separated string (``${GATEWAY_API_KEYS}``), of keys of 16+ characters."""
+    if node is None or node.value in (None, ""):
+        return ()
+    if isinstance(node.value, str):
+        raw = [part.strip() for part in node.value.split(",")]
+    elif isinstance(node.value, list):
         raw = []
-        for item in keys_node.items():
+        for item in node.items():
             if not isinstance(item.value, str):
                 raise item.fail("is not a string")  # never echo what may be a key
             raw.append(item.value.strip())
     else:
-        raise keys_node.fail("is not a list or a comma-separated string of keys")
+        raise node.fail("is not a list or a comma-separated string of keys")
     keys = tuple(Secret(key) for key in raw if key)
     for index, key in enumerate(keys):
-        if len(key) < 16:
-            raise ConfigError(f"{keys_node.path}[{index}]: key is shorter than 16 characters")
-    return AuthSettings(api_keys=keys)
+        if len(key) < MIN_KEY_CHARS:
+            raise ConfigError(f"{node.path}[{index}]: key is shorter than {MIN_KEY_CHARS} characters")
+    return keys
 
 
 def _avatar(node: _Node) -> AvatarSettings:
@@ -722,7 +838,7 @@ def _avatar(node: _Node) -> AvatarSettings:
         (
             "provider", "api_key", "base_url", "mode", "timeouts", "session_ttl", "max_concurrent_sessions",
             "avatars", "voices", "require_session_token", "signing_secret", "production", "session_store",
-            "reap_interval",
+            "session_store_timeout", "reap_interval",
         )
     )
     d = AvatarSettings()
@@ -761,6 +877,7 @@ def _avatar(node: _Node) -> AvatarSettings:
         signing_secret=secret,
         production=production,
         session_store=None if store is None else SecretURL(store),
+        session_store_timeout=_get(n, "session_store_timeout", _Node.duration, d.session_store_timeout),
         reap_interval=_get(n, "reap_interval", _Node.duration, d.reap_interval),
     )
 
@@ -776,3 +893,46 @@ def _secret(node: _Node) -> Secret:
 
 def _id_list(node: _Node) -> tuple[str, ...]:
     return tuple(item.string() for item in node.items())
+
+
+def _stt(node: _Node) -> SttSettings:
+    n = node.mapping(
+        (
+            "provider", "api_key", "base_url", "streaming_url", "model", "language", "timeouts", "phrases",
+            "phrases_file", "max_bytes", "max_seconds", "token_ttl", "concurrency", "max_queue",
+        )
+    )
+    d = SttSettings()
+    provider = _get(n, "provider", lambda x: x.string(STT_PROVIDERS), d.provider)
+    api_key = _get(n, "api_key", _secret, None) or None
+    base_url = _get(n, "base_url", _Node.url, None)
+    # A self-hosted OpenAI-compatible server (base_url set) may need no key; the vendors always do.
+    needs_key = provider in ("deepgram", "assemblyai") or (provider == "openai" and base_url is None)
+    if needs_key and api_key is None:
+        raise ConfigError(f"stt.api_key: required for provider {provider!r} (e.g. api_key: ${{STT_API_KEY}})")
+    token_ttl = _get(n, "token_ttl", _Node.duration, d.token_ttl)
+    if token_ttl > MAX_STT_TOKEN_TTL or token_ttl < 1:
+        raise n["token_ttl"].fail(f"{n['token_ttl'].value!r} is not between 1s and {MAX_STT_TOKEN_TTL:g}s")
+    language = _get(n, "language", _Node.string, d.language)
+    if not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?", language):
+        raise n["language"].fail(f"{language!r} is not a language code like 'en' or 'en-US'")
+    phrases_files: tuple[str, ...] = ()
+    if "phrases_file" in n and n["phrases_file"].value not in (None, ""):  # "" = ${STT_PHRASES_FILE:-}
+        f = n["phrases_file"]
+        phrases_files = tuple(item.string() for item in f.items()) if isinstance(f.value, list) else (f.string(),)
+    return SttSettings(
+        provider=provider,
+        api_key=api_key,
+        base_url=base_url,
+        streaming_url=_get(n, "streaming_url", _Node.url, None),
+        model=_get(n, "model", _Node.string, None),
+        language=language,
+        timeouts=_timeouts(n["timeouts"], d.timeouts) if "timeouts" in n else d.timeouts,
+        phrases=_get(n, "phrases", _id_list, ()),
+        phrases_files=phrases_files,
+        max_bytes=_get(n, "max_bytes", _Node.positive_int, d.max_bytes),
+        max_seconds=_get(n, "max_seconds", _Node.duration, d.max_seconds),
+        token_ttl=token_ttl,
+        concurrency=_get(n, "concurrency", _Node.positive_int, d.concurrency),
+        max_queue=_get(n, "max_queue", _Node.positive_int, d.max_queue),
+    )

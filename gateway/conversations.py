@@ -1,4 +1,4 @@
-"""POST /api/conversations/log, chat-turn recording, and the admin read API.
+"""POST /api/conversations/log, chat-turn recording, and the store's lifecycle.
 
 Durability: a conversation log is answered ``{success: true, conversationId}``
 only after its transaction has committed (SQLite: fsynced WAL; PostgreSQL:
@@ -10,16 +10,19 @@ Chat turns are best effort by design: recorded write-behind through a bounded
 queue so a chat answer never waits for the database; when the queue is full
 a turn is dropped and counted (``turns_dropped`` in the log), never blocking
 or failing the chat. The queue is flushed on shutdown.
+
+The store opens in the lifespan (``open_conversations``); while the database
+is down the gateway still starts and chats, and keeps retrying in the
+background. The admin read API is in ``admin.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import re
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -27,24 +30,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.body import json_type, read_json_object
-from gateway.config import Route, StorageSettings
-from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
-from gateway.storage import IdempotencyConflict, NewConversation, StorageUnavailable, Store
+from gateway.config import Route, Settings, StorageSettings
+from gateway.errors import InvalidRequest, StorageUnavailable
+from gateway.fields import identifier, identifier_rule, is_identifier, message_list
+from gateway.health import CachedProbe
+from gateway.storage import NewConversation, Store, open_store
 from gateway.storage.base import ChatTurnRecord
 
 log = structlog.get_logger("gateway.conversations")
 
 ROLES = ("user", "assistant", "system")
-_SESSION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # International or national phone numbers: 7+ digits with optional +, spaces, dots, dashes, parentheses.
 _PHONE = re.compile(r"(?<![\w+])\+?\d[\d\s().\-]{5,}\d(?!\w)")
-
-
-class IdempotencyKeyReused(GatewayError):
-    status_code = 422
-    code = "IDEMPOTENCY_KEY_REUSED"
 
 
 def redact(text: str, settings: StorageSettings) -> str:
@@ -56,36 +54,13 @@ def redact(text: str, settings: StorageSettings) -> str:
 
 
 def validate_log(data: dict[str, Any], settings: StorageSettings, idempotency_key: str | None) -> NewConversation:
-    if "sessionId" not in data:
-        raise InvalidRequest("Missing required field: sessionId")
-    session_id = data["sessionId"]
-    if not isinstance(session_id, str):
-        raise InvalidRequest(f"Field 'sessionId' must be a string, got {json_type(session_id)}")
-    if not _SESSION_ID.fullmatch(session_id):
-        raise InvalidRequest("Field 'sessionId' must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'")
-
+    session_id = identifier(data, "sessionId")
     if "messages" not in data:
         raise InvalidRequest("Missing required field: messages")
-    messages = data["messages"]
-    if not isinstance(messages, list):
-        raise InvalidRequest(f"Field 'messages' must be an array, got {json_type(messages)}")
-    if not messages:
+    if data["messages"] == []:
         raise InvalidRequest("Field 'messages' must not be empty")
-    if len(messages) > settings.max_messages:
-        raise InvalidRequest(f"Field 'messages' has more than {settings.max_messages} entries")
-    clean = []
-    for index, item in enumerate(messages):
-        where = f"messages[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"Field '{where}' must be an object, got {json_type(item)}")
-        role, content = item.get("role"), item.get("content")
-        if role not in ROLES:
-            raise InvalidRequest(f"Field '{where}.role' must be one of: {', '.join(ROLES)}")
-        if not isinstance(content, str):
-            raise InvalidRequest(f"Field '{where}.content' must be a string, got {json_type(content)}")
-        if len(content) > settings.max_message_chars:
-            raise InvalidRequest(f"Field '{where}.content' is longer than {settings.max_message_chars} characters")
-        clean.append({"role": role, "content": redact(content, settings)})
+    messages = message_list(data["messages"], "messages", ROLES, settings.max_messages, settings.max_message_chars)
+    clean = [{"role": m["role"], "content": redact(m["content"], settings)} for m in messages]
 
     metadata = data.get("metadata", {})
     if metadata is None:
@@ -103,29 +78,22 @@ def validate_log(data: dict[str, Any], settings: StorageSettings, idempotency_ke
     return NewConversation(session_id=session_id, messages=clean, metadata=metadata, idempotency_key=idempotency_key)
 
 
-def _store(request: Request) -> Store:
-    store: Store | None = getattr(request.app.state, "store", None)
-    if store is None:
-        raise ServiceUnavailable("Conversation storage is unavailable; try again shortly")
-    return store
+def store_of(request: Request) -> Store:
+    """The open conversation store, or 503 while it is not (yet) reachable."""
+    conversations: Conversations | None = request.state.conversations
+    if conversations is None or conversations.store is None:
+        raise StorageUnavailable(detail="the store is not open")
+    return conversations.store
 
 
 async def log_conversation(request: Request, route: Route) -> JSONResponse:
-    settings: StorageSettings = request.app.state.settings.storage
-    data = await read_json_object(request, request.app.state.settings.server.max_body_bytes)
+    settings: Settings = request.state.settings
+    data = await read_json_object(request, settings.server.max_body_bytes)
     key = request.headers.get("idempotency-key")
-    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise InvalidRequest(
-            "Header 'Idempotency-Key' must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'"
-        )
-    conversation = validate_log(data, settings, key)
-    try:
-        conversation_id = await _store(request).record_conversation(conversation)
-    except IdempotencyConflict:
-        raise IdempotencyKeyReused("Idempotency-Key was already used with a different body") from None
-    except StorageUnavailable as exc:
-        log.error("conversation_not_stored", reason=str(exc))
-        raise ServiceUnavailable("Conversation storage is unavailable; the log was not stored, retry later") from None
+    if key is not None and not is_identifier(key):
+        raise InvalidRequest(f"Header {identifier_rule('Idempotency-Key')}")
+    conversation = validate_log(data, settings.storage, key)
+    conversation_id = await store_of(request).record_conversation(conversation)
     return JSONResponse({"success": True, "conversationId": conversation_id})
 
 
@@ -142,6 +110,7 @@ class TurnRecorder:
         self.dropped = 0
         self.failed = 0
         self._task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._drain(), name="turn-recorder")
@@ -162,7 +131,9 @@ class TurnRecorder:
             batch = [await self.queue.get()]
             while not self.queue.empty() and len(batch) < 500:
                 batch.append(self.queue.get_nowait())
-            await self._write(batch)
+            # Shielded: stopping the drain must not cancel a batch already taken off the queue.
+            self._writing = asyncio.ensure_future(self._write(batch))
+            await asyncio.shield(self._writing)
 
     async def _write(self, batch: list[ChatTurnRecord]) -> None:
         try:
@@ -172,11 +143,13 @@ class TurnRecorder:
             log.warning("turns_not_stored", count=len(batch), failed=self.failed, reason=str(exc))
 
     async def close(self) -> None:
-        """Stop the drain task and write whatever is still queued."""
+        """Stop the drain task, let a write in progress finish, and write whatever is still queued."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._writing is not None:
+            await self._writing
         batch: list[ChatTurnRecord] = []
         while not self.queue.empty():
             batch.append(self.queue.get_nowait())
@@ -184,62 +157,63 @@ class TurnRecorder:
             await self._write(batch)
 
 
-# -- the admin read API -----------------------------------------------------------------
+# -- the store's lifecycle ------------------------------------------------------------------
 
 
-def _require_admin(request: Request) -> None:
-    keys = request.app.state.settings.storage.admin_keys
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    ok = False
-    if scheme.lower() == "bearer" and presented:
-        for key in keys:  # compare against every key: timing does not reveal which matched
-            ok |= hmac.compare_digest(presented.encode(), key.encode())
-    if not ok:
-        raise Unauthorized(
-            "Missing or invalid admin credential" if header else "Missing Authorization: Bearer <admin key>",
-            headers={"WWW-Authenticate": 'Bearer realm="admin"'},
-        )
+class Conversations:
+    """The conversation store and the chat-turn recorder of one process."""
+
+    def __init__(self, settings: StorageSettings, health_cache: float) -> None:
+        self.settings = settings
+        self.pending: Store = open_store(settings.url, settings.pool_size, settings.timeout)
+        self.store: Store | None = None  # set once the database has answered
+        self.turns: TurnRecorder | None = None
+        self.probe = CachedProbe(self._ping, health_cache)
+
+    async def _ping(self) -> bool:
+        return self.store is not None and await self.store.ping()
+
+    def record_turn(self, turn: ChatTurnRecord) -> None:
+        """Hand a chat exchange to the write-behind recorder (never waits, never fails the chat)."""
+        if self.turns is not None:
+            self.turns.record(turn)
+
+    async def connect(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.pending.open()
+            except (StorageUnavailable, OSError) as exc:
+                reason = exc.detail if isinstance(exc, StorageUnavailable) else str(exc)
+                log.error("storage_unavailable", store=self.pending.kind, reason=reason, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self.store = self.pending
+            if self.settings.record_chat_turns:
+                self.turns = TurnRecorder(self.store, self.settings)
+                self.turns.start()
+            log.info("storage_ready", store=self.store.kind)
+            return
 
 
-def _timestamp(request: Request, name: str) -> float | None:
-    value = request.query_params.get(name)
-    if value is None or value == "":
-        return None
+@contextlib.asynccontextmanager
+async def open_conversations(settings: Settings) -> AsyncIterator[Conversations | None]:
+    """Open the store (retrying in the background while the database is down: the gateway
+    still starts and chats), run the chat-turn recorder, flush and close on shutdown."""
+    if not settings.uses_storage:
+        yield None
+        return
+    conversations = Conversations(settings.storage, settings.health.cache_seconds)
+    connecting = asyncio.create_task(conversations.connect())
+    await asyncio.wait({connecting}, timeout=3)  # normally ready before the first request
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(f"Query parameter '{name}' must be an ISO-8601 date or time, got {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-async def admin_list(request: Request) -> JSONResponse:
-    _require_admin(request)
-    raw_limit = request.query_params.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-        raise InvalidRequest("Query parameter 'limit' must be an integer from 1 to 500")
-    session_id = request.query_params.get("sessionId")
-    cursor = request.query_params.get("cursor")
-    try:
-        page = await _store(request).list_conversations(
-            session_id, _timestamp(request, "from"), _timestamp(request, "to"), int(raw_limit), cursor
-        )
-    except ValueError:
-        raise InvalidRequest("Query parameter 'cursor' is not a cursor this API issued") from None
-    except StorageUnavailable:
-        raise ServiceUnavailable("Conversation storage is unavailable; try again shortly") from None
-    return JSONResponse({"conversations": [c.to_json() for c in page.items], "nextCursor": page.next_cursor})
-
-
-async def admin_get(request: Request) -> JSONResponse:
-    _require_admin(request)
-    conversation_id = request.path_params["conversation_id"]
-    try:
-        conversation = await _store(request).get_conversation(conversation_id)
-    except StorageUnavailable:
-        raise ServiceUnavailable("Conversation storage is unavailable; try again shortly") from None
-    if conversation is None:
-        raise NotFound(f"No conversation {conversation_id!r}")
-    return JSONResponse(conversation.to_json())
+        yield conversations
+    finally:
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connecting
+        if conversations.turns is not None:
+            await conversations.turns.close()
+        if conversations.store is not None:
+            await conversations.store.close()

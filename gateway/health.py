@@ -23,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from gateway.config import Route
+from gateway.fields import iso
 
 CONNECTED, DISCONNECTED, NOT_CONFIGURED = "connected", "disconnected", "not_configured"
 PROVIDER_KINDS = ("llm", "stt", "avatar")
@@ -67,21 +68,6 @@ class CachedProbe:
         return self._value
 
 
-def http_probe(client: httpx.AsyncClient, url: str, timeout: float) -> Probe:
-    """Reachable means any HTTP answer below 500: a chat endpoint that says
-    405 to a GET is up, and a probe must never send a real (billable) chat turn."""
-
-    async def probe() -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                response = await client.get(url, timeout=timeout)
-        except (httpx.HTTPError, TimeoutError):
-            return False
-        return response.status_code < 500
-
-    return probe
-
-
 def overall_status(providers: dict[str, str]) -> tuple[str, int]:
     if providers.get("llm") == DISCONNECTED:
         return "down", 503
@@ -90,20 +76,19 @@ def overall_status(providers: dict[str, str]) -> tuple[str, int]:
     return "ok", 200
 
 
-async def health(request: Request) -> JSONResponse:
-    probes: dict[str, CachedProbe] = request.app.state.probes
+async def health(request: Request, route: Route) -> JSONResponse:
+    probes: dict[str, CachedProbe] = request.state.probes
     names = list(dict.fromkeys([*PROVIDER_KINDS, *probes]))
     results = await asyncio.gather(*(probes[name].status() for name in names if name in probes))
     found = dict(zip([name for name in names if name in probes], results, strict=True))
     providers = {name: found.get(name, NOT_CONFIGURED) for name in names}
-    storage_probe: CachedProbe | None = getattr(request.app.state, "storage_probe", None)
+    storage_probe: CachedProbe | None = request.state.storage_probe
     storage = NOT_CONFIGURED if storage_probe is None else await storage_probe.status()
     status, code = overall_status(providers)
     if status == "ok" and storage == DISCONNECTED:
         status = "degraded"
-    timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return JSONResponse(
-        {"status": status, "timestamp": timestamp, "providers": providers, "storage": storage},
+        {"status": status, "timestamp": iso(time.time()), "providers": providers, "storage": storage},
         status_code=code,
         headers={"Cache-Control": "no-store"},
     )

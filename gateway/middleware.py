@@ -1,15 +1,14 @@
-"""Request context: request id, the access log, and the last-resort error guard.
+"""Request context: the request id and the access log.
 
 Plain ASGI rather than ``BaseHTTPMiddleware`` (which Starlette's docs steer
 away from): it wraps ``send`` to stamp ``X-Request-ID`` on the response and
-to learn the status, and it catches anything a handler let escape, answering
-500 INTERNAL_ERROR in the envelope. The traceback goes to the log with the
-request id, never to the client.
+to learn the status. It translates no exception: an error a handler let
+escape reaches the one boundary in ``app.py`` (``exception_handlers``), and
+is logged here as a 500 on its way out.
 """
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 
@@ -17,11 +16,9 @@ import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import envelope
+from gateway.fields import is_identifier
 
 REQUEST_ID_HEADER = "x-request-id"
-# A client-supplied id is echoed into logs and to the backend: keep it tame.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 log = structlog.get_logger("gateway.access")
 
@@ -51,21 +48,8 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception:
-            log.exception("unhandled_exception", method=scope["method"], path=scope["path"])
-            if status == 0:
-                status = 500
-                body = envelope("INTERNAL_ERROR", f"Internal error; reference {request_id}")
-                await send_wrapper(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+            status = status or 500  # answered by the boundary outside us (ServerErrorMiddleware)
+            raise
         finally:
             upstream = state.get("upstream_seconds")
             log.info(
@@ -83,8 +67,9 @@ class RequestContextMiddleware:
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
+            # A client-supplied id is echoed into logs and to the backend: keep it tame.
             candidate: str = value.decode("latin-1")
-            if _VALID_REQUEST_ID.fullmatch(candidate):
+            if is_identifier(candidate):
                 return candidate
             break
     return uuid.uuid4().hex

@@ -106,10 +106,11 @@ class ClientResolver:
 
 
 def client_ip(request: Request) -> str:
-    """The client's address: the socket peer, or, behind a trusted proxy, what it forwarded."""
+    """The client's address: the socket peer, or, behind a trusted proxy, what it forwarded.
+    Resolved once per request (the limiter and the access log both ask)."""
     state = request.scope["state"]
     if "client_ip" not in state:
-        resolver: ClientResolver = request.app.state.client_resolver
+        resolver: ClientResolver = request.state.client_resolver
         peer = socket_peer(request.scope, request.receive)
         state["client_ip"] = resolver.resolve(peer, request.headers.getlist(resolver.header))
     return str(state["client_ip"])

@@ -1,4 +1,13 @@
-"""Rate limiting with the ``limits`` library, in front of every route.
+"""Rate limiting with the ``limits`` library: the one place limits are applied
+and the RateLimit headers stamped.
+
+Where: ``limited(route, endpoint)`` wraps each route's endpoint and counts the
+request against the route's per-IP and per-credential rules before the
+handler runs; a handler that learns the sessionId from the body (chat) calls
+``count_session`` for the per-session rules. Each rule is counted exactly
+once per request. ``RateLimitHeadersMiddleware`` stamps the tightest
+decision's ``RateLimit-Policy`` / ``RateLimit`` headers on *every* response of
+a limited route, errors included (a 502 tells the client its budget too).
 
 Algorithm: the moving window (``MovingWindowRateLimiter``): exact, it never
 admits more than N requests in any window of the configured length. In Redis
@@ -20,6 +29,10 @@ neither hangs nor answers 500: ``on_storage_error: open`` admits the request,
 logs and counts it; ``closed`` answers 503 SERVICE_UNAVAILABLE. Nothing is
 cached about the failure, so the next request tries Redis again and the
 limiter recovers by itself when Redis returns.
+
+Round trips: ``limits`` offers no call that both counts a hit and reports the
+window, so each rule costs ``hit`` plus ``get_window_stats``; on ``memory://``
+both are in-process, on Redis they are two round trips per rule.
 """
 
 from __future__ import annotations
@@ -30,24 +43,25 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from limits import RateLimitItem
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.config import RateLimitRule, RateLimitSettings
-from gateway.errors import RateLimited, ServiceUnavailable
+from gateway.config import RateLimitRule, RateLimitSettings, Route
+from gateway.errors import LimiterUnavailable, RateLimited
+from gateway.proxies import client_ip
 
 log = structlog.get_logger("gateway.ratelimit")
 
 T = TypeVar("T")
-
-
-class _StorageFailed(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -96,12 +110,14 @@ class RateLimiter:
             return None
         try:
             return await self._check(scope, rules, keys)
-        except _StorageFailed as exc:
+        except LimiterUnavailable as exc:
             if self.settings.on_storage_error == "closed":
-                log.error("ratelimit_storage_unavailable", error=str(exc), action="refused")
-                raise ServiceUnavailable("Rate limiter is unavailable; try again shortly") from None
+                log.error("ratelimit_storage_unavailable", error=exc.detail, action="refused")
+                raise
             self.failed_open += 1
-            log.error("ratelimit_storage_unavailable", error=str(exc), action="admitted", failed_open=self.failed_open)
+            log.error(
+                "ratelimit_storage_unavailable", error=exc.detail, action="admitted", failed_open=self.failed_open
+            )
             return None
 
     async def _check(self, scope: str, rules: tuple[RateLimitRule, ...], keys: dict[str, str]) -> Decision | None:
@@ -136,13 +152,18 @@ class RateLimiter:
             async with asyncio.timeout(self.settings.storage_timeout):
                 return await awaitable
         except TimeoutError:
-            raise _StorageFailed(f"no answer within {self.settings.storage_timeout:g}s") from None
+            raise LimiterUnavailable(detail=f"no answer within {self.settings.storage_timeout:g}s") from None
         except self.errors as exc:
-            raise _StorageFailed(type(exc).__name__) from None
+            raise LimiterUnavailable(detail=type(exc).__name__) from None
+
+    @property
+    def redis(self) -> Any | None:
+        """The storage's redis-py client (Redis storages), for others sharing the same server."""
+        return getattr(getattr(self.storage, "bridge", None), "storage", None)
 
     async def close(self) -> None:
         """Close the storage's connections (Redis); memory storage has none."""
-        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        client = self.redis
         if client is not None and hasattr(client, "aclose"):
             try:
                 await client.aclose()
@@ -172,3 +193,63 @@ def open_storage(url: str) -> Storage:
 def _describe(item: RateLimitItem) -> str:
     unit = item.GRANULARITY.name
     return f"{item.amount} per {item.multiples} {unit}s" if item.multiples > 1 else f"{item.amount} per {unit}"
+
+
+# -- applying limits to routes ------------------------------------------------------
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def limited(route: Route, endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` behind the route's per-IP and per-credential limits."""
+    if not route.rate_limits:
+        return endpoint
+
+    async def guarded(request: Request) -> Response:
+        keys = {"ip": client_ip(request), "credential": credential_key(request.headers.get("authorization"))}
+        await _count(request, route, keys)
+        return await endpoint(request)
+
+    return guarded
+
+
+async def count_session(request: Request, route: Route, session_id: str) -> None:
+    """Count the request against the route's per-session limits, once its sessionId is known."""
+    await _count(request, route, {"session": session_id})
+
+
+async def _count(request: Request, route: Route, keys: dict[str, str]) -> None:
+    limiter: RateLimiter = request.state.limiter
+    state = request.scope["state"]
+    decision = await limiter.check(route.path, route.rate_limits, keys)
+    if decision is not None:
+        previous = state.get("ratelimit")
+        if previous is None or decision.remaining < previous.remaining:
+            state["ratelimit"] = decision
+
+
+class RateLimitHeadersMiddleware:
+    """Stamps the tightest decision's headers on every response of a limited route,
+    whatever produced it (handler, error boundary). A refusal (429) carries its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, _stamping(scope, send) if scope["type"] == "http" else send)
+
+
+def _stamping(scope: Scope, send: Send) -> Send:
+    state = scope.setdefault("state", {})
+
+    async def stamp(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            decision: Decision | None = state.get("ratelimit")
+            if decision is not None:
+                headers = MutableHeaders(scope=message)
+                if "ratelimit" not in headers:
+                    headers.update(decision.headers())
+        await send(message)
+
+    return stamp

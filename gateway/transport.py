@@ -9,44 +9,22 @@ connections against a 0.5 s backend, while aiohttp's pool stays above 0.9x
 unit tests fake upstreams with pytest-httpx; only the transport is swapped.
 
 ``httpx-aiohttp`` does the same, but maps aiohttp's exceptions loosely (a
-dropped connection becomes ``ConnectTimeout``); the gateway's error messages
-depend on that mapping, so the ~100 lines live here.
+dropped connection becomes ``ConnectTimeout``). This transport maps none:
+aiohttp's exceptions propagate as they are, and ``upstream.map_upstream_errors``
+turns them (and httpx's, for httpx's own transports) into ``ProviderError``
+in one place. It decodes nothing either: ``upstream`` reads raw bytes and
+decodes them under its size cap.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
+import yarl
 
 _CHUNK = 64 * 1024
-
-
-@contextlib.contextmanager
-def _map_aiohttp_exceptions() -> Iterator[None]:
-    # Order matters: the specific subclasses come before their bases.
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx.ConnectTimeout(str(exc) or "connect timeout") from exc
-    except aiohttp.SocketTimeoutError as exc:
-        raise httpx.ReadTimeout(str(exc) or "read timeout") from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise httpx.TimeoutException(str(exc) or "timeout") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError(str(exc)) from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        raise httpx.RemoteProtocolError(str(exc) or "server disconnected") from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise httpx.ReadError(str(exc)) from exc
-    except aiohttp.ClientResponseError as exc:
-        raise httpx.RemoteProtocolError(str(exc)) from exc
-    except aiohttp.InvalidURL as exc:
-        raise httpx.UnsupportedProtocol(str(exc)) from exc
-    except aiohttp.ClientError as exc:
-        raise httpx.NetworkError(str(exc)) from exc
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -54,9 +32,8 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _map_aiohttp_exceptions():
-            async for chunk in self._response.content.iter_chunked(_CHUNK):
-                yield chunk
+        async for chunk in self._response.content.iter_chunked(_CHUNK):
+            yield chunk
 
     async def aclose(self) -> None:
         # release() returns the connection to the pool once the body is read;
@@ -67,8 +44,8 @@ class _ResponseStream(httpx.AsyncByteStream):
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An ``httpx.AsyncBaseTransport`` over one ``aiohttp.ClientSession``.
 
-    Honours httpx's ``connect`` and ``read`` timeouts; the gateway enforces
-    its total deadline around the whole exchange.
+    Honours httpx's ``connect`` timeout (connection setup); the gateway
+    enforces its total deadline around the whole exchange (upstream.py).
     """
 
     def __init__(self, max_connections: int = 1000, keepalive_expiry: float = 30.0) -> None:
@@ -87,7 +64,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                # httpx decodes Content-Encoding itself; decoding here too would do it twice.
+                # upstream.py decodes Content-Encoding itself, under its size cap.
                 auto_decompress=False,
                 # Cookies from one visitor's backend answer must never reach another's request.
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -102,20 +79,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         # aiohttp sets these itself from the body it sends.
         headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding")]
-        with _map_aiohttp_exceptions():
-            response = await session.request(
-                request.method,
-                str(request.url),
-                headers=headers,
-                data=content or None,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
-            )
+        response = await session.request(
+            request.method,
+            # encoded=True: httpx already percent-encoded the URL; yarl must not decode %3A and the like.
+            yarl.URL(str(request.url), encoded=True),
+            headers=headers,
+            data=content or None,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout.get("connect")),
+        )
         return httpx.Response(
             status_code=response.status,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],

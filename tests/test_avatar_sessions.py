@@ -207,7 +207,7 @@ def test_app_cap_429_and_expiry_stop_at_liveavatar(token_client, clock, httpx_mo
     # la-1 reaches its maximum duration: the reaper (run here directly) stops it at LiveAvatar.
     httpx_mock.add_response(url=f"{LIVEAVATAR}/v1/sessions/stop", json={"code": 100, "data": None})
     clock.advance(200)
-    guard = client.app.state.avatar.guard
+    guard = client.app_state["avatar"].guard
     assert client.portal.call(guard.reap) == ["la-1"]
     stop = httpx_mock.get_request(url=f"{LIVEAVATAR}/v1/sessions/stop")
     assert json.loads(stop.content) == {"session_id": "la-1", "reason": "MAX_DURATION_REACHED"}
@@ -250,10 +250,19 @@ def test_replicas_share_sessions_through_redis(token_client, redis: Redis) -> No
 
     first = token_client(token_settings(settings))
     second = token_client(token_settings(settings))
-    assert isinstance(first.app.state.avatar.store, RedisStore)
+    assert isinstance(first.app_state["avatar"].store, RedisStore)
     assert first.post(TOKEN, json=BODY, headers=auth()).status_code == 200
     # Another replica sharing the same Redis sees the slot taken.
     assert second.post(TOKEN, json=BODY, headers=auth()).status_code == 429
+
+
+def test_session_store_shares_the_limiters_redis_client(token_client, redis: Redis) -> None:
+    # One Redis server by default: one client (and pool) for the limiter and the session guard.
+    client = token_client(token_settings(top={"rate_limit": {"storage": redis.url}}))
+    store, limiter = client.app_state["avatar"].store, client.app_state["limiter"]
+    assert isinstance(store, RedisStore) and limiter.redis is not None
+    assert store._redis is limiter.redis
+    assert client.post(TOKEN, json=BODY, headers=auth()).status_code == 200
 
 
 def test_background_reaper_stops_expired_sessions(token_client, clock, httpx_mock: HTTPXMock) -> None:
@@ -264,7 +273,7 @@ def test_background_reaper_stops_expired_sessions(token_client, clock, httpx_moc
     client = token_client(avatar={**LA_SETTINGS, "reap_interval": "10ms"})
     assert client.post(TOKEN, json=BODY, headers=auth()).status_code == 200
     clock.advance(300)
-    store = client.app.state.avatar.store
+    store = client.app_state["avatar"].store
     deadline = time.monotonic() + 10
     while client.portal.call(store.live, 0.0) and time.monotonic() < deadline:
         time.sleep(0.01)

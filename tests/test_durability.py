@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -67,9 +68,11 @@ async def test_acknowledged_logs_survive_sigkill(store_url: str, tmp_path: Path)
     with gateway_process(config, port) as proc:
         url = f"http://127.0.0.1:{port}/api/conversations/log"
         load = asyncio.create_task(flood(url, clients=32, per_client=1000, acknowledged=acknowledged))
+        deadline = time.monotonic() + 60
         while len(acknowledged) < 300:  # kill it mid-stream, with writes in flight
             await asyncio.sleep(0.01)
             assert not load.done(), "the load finished before the kill"
+            assert time.monotonic() < deadline, f"only {len(acknowledged)} logs acknowledged in 60 s"
         os.kill(proc.pid, signal.SIGKILL)
         await load
     assert len(acknowledged) >= 300

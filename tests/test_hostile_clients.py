@@ -55,9 +55,9 @@ CHAT_CASES = [
     pytest.param(b'{"message": "x\\udc00"}', f"Field 'message' {SURROGATE}", id="message-surrogate"),
     pytest.param(b'{"message": "x\\uDC00"}', f"Field 'message' {SURROGATE}", id="message-surrogate-upper"),
     pytest.param(b'{"message": "x\xed\xb0\x80"}', f"Field 'message' {SURROGATE}", id="message-surrogate-utf8"),
-    pytest.param(b'{"message": "hi", "history": [{"role": "user", "content": "ok"}, '
-                 b'{"role": "assistant", "content": "\\udc00"}]}',
-                 f"Field 'history[1].content' {SURROGATE}", id="history-surrogate"),
+    pytest.param(b'{"message": "hi", "history": [{"role": "user", "content": "\\udc00"}, '
+                 b'{"role": "assistant", "content": "ok"}]}',
+                 f"Field 'history[0].content' {SURROGATE}", id="history-surrogate"),
     pytest.param(b'{"message": "hi", "context": {"\\udc00": 1}}',
                  "Field 'context.\\udc00' has a name that contains a lone surrogate \\udc00, which is not valid Unicode",
                  id="key-surrogate"),
@@ -227,3 +227,10 @@ def test_body_timeout_setting() -> None:
     assert body_timeout_settings("2500ms").server.body_timeout == 2.5
     with pytest.raises(ConfigError, match=r"server.body_timeout: 'soon' is not a duration"):
         body_timeout_settings("soon")
+
+
+def test_the_readme_quotes_these_messages() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    quoted = [CHAT_CASES[0].values[1], CHAT_CASES[8].values[1], CHAT_CASES[9].values[1],
+              "Request body was not received within 10s"]
+    assert [m for m in quoted if f"`{m}`" not in readme and f"`{m}`," not in readme] == []

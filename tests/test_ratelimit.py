@@ -19,7 +19,7 @@ from starlette.routing import Route
 from gateway.config import RateLimitRule, RateLimitSettings
 from gateway.errors import RateLimited, ServiceUnavailable
 from gateway.ratelimit import RateLimiter
-from tests.conftest import BASE_YAML, free_port, make_settings, serve
+from tests.conftest import BACKEND_URL, BASE_YAML, free_port, make_settings, serve
 from tests.services import Redis, gateway_process
 
 ANSWER = {"response": "ok", "sources": []}
@@ -179,7 +179,7 @@ def test_fail_open_admits_counts_and_recovers(
     assert client.post("/api/chat", json={"message": "q"}).status_code == 200
     redis.stop()
     assert [client.post("/api/chat", json={"message": "q"}).status_code for _ in range(8)] == [200] * 8
-    assert client.app.state.limiter.failed_open == 8  # type: ignore[attr-defined]
+    assert client.app_state["limiter"].failed_open == 8  # type: ignore[attr-defined]
     assert '"action": "admitted"' in capsys.readouterr().err
     redis.start()
     statuses = [client.post("/api/chat", json={"message": "q"}).status_code for _ in range(6)]
@@ -196,3 +196,12 @@ async def test_slow_storage_times_out_instead_of_hanging(clock: list[float]) -> 
     limiter.strategy.hit = never  # type: ignore[method-assign]
     with pytest.raises(ServiceUnavailable):
         await limiter.check("/c", rules("1/minute"), {"ip": "a"})
+
+
+def test_rate_limit_headers_are_on_error_responses_too(client_for, httpx_mock: HTTPXMock) -> None:
+    # A 502 (and any other failure) still tells the client where its budget stands.
+    httpx_mock.add_response(url=BACKEND_URL, method="POST", status_code=503)
+    r = client_for(chat_extra="    rate_limit: 5/minute").post("/api/chat", json={"message": "hi"})
+    assert r.status_code == 502
+    assert r.headers["ratelimit-policy"] == '"default";q=5;w=60'
+    assert r.headers["ratelimit"].startswith('"default";r=4;t=')

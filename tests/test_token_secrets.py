@@ -6,13 +6,14 @@ import json
 import logging
 import time
 
-import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
 from gateway.avatar.base import MintedSession, VendorClient
-from gateway.avatar.signing import Signer
+from gateway.config import ClientSettings
 from gateway.errors import ConfigError
+from gateway.signing import Signer
+from gateway.upstream import UpstreamClient
 from tests.conftest import BACKEND_URL
 from tests.tokens_support import (  # noqa: F401  (fixtures)
     BODY,
@@ -93,7 +94,7 @@ def test_error_messages_never_echo_keys(token_client, httpx_mock: HTTPXMock) -> 
 
 def test_reprs_hide_secrets() -> None:
     settings = token_settings({"provider": "liveavatar", "api_key": "${LIVEAVATAR_API_KEY}"})
-    vendor = VendorClient("liveavatar", httpx.AsyncClient(), LIVEAVATAR, "X-API-KEY", VENDOR_KEY)
+    vendor = VendorClient("liveavatar", UpstreamClient(ClientSettings()), LIVEAVATAR, "X-API-KEY", VENDOR_KEY)
     minted = MintedSession("s-1", LA_SESSION_TOKEN, time.time())
     for text in (repr(settings), str(settings), repr(vendor), repr(minted), repr(Signer(SIGNING_SECRET))):
         for secret in (KEY_A, KEY_B, VENDOR_KEY, SIGNING_SECRET, LA_SESSION_TOKEN):

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from pytest_httpx import HTTPXMock
 
-from gateway.avatar.signing import ISSUER
+from gateway.signing import ISSUER
 from tests.conftest import BACKEND_URL
 from tests.tokens_support import (  # noqa: F401  (fixtures)
     BODY,

@@ -20,11 +20,6 @@ from starlette.routing import Route
 from examples.reference_backend.retrieval import BM25Index, Hit, load_passages, tokenize
 
 KNOWLEDGE_DIR = Path(__file__).resolve().parent / "knowledge"
-# Below this BM25 score a passage is not an answer, only a coincidence of words.
-MIN_SCORE = 2.0
-# Passages after the best must score at least this share of it to be used too.
-RELATIVE_CUTOFF = 0.6
-MAX_PASSAGES = 2
 NO_MATCH = (
     "I couldn't find that in the Northwind Outfitters knowledge base. "
     "You can ask about our products, shipping, returns, warranty, sizing, care, stores, "
@@ -34,11 +29,16 @@ _DOC_NAME = re.compile(r"^[a-z0-9-]{1,64}$")
 
 
 def compose(hits: list[Hit]) -> str:
-    """An extractive answer: the best passages (paragraphs of one to three sentences), each led by where it is from."""
+    """An extractive answer: the chosen paragraphs of one document, each section led by where it is from."""
     parts = []
+    section = None
     for hit in hits:
-        lead = f"From our {hit.passage.title}" + (f" ({hit.passage.section})" if hit.passage.section else "")
-        parts.append(f"{lead}: {hit.passage.text}")
+        if hit.passage.section != section or not parts:
+            section = hit.passage.section
+            lead = f"From our {hit.passage.title}" + (f" ({section})" if section else "")
+            parts.append(f"{lead}: {hit.passage.text}")
+        else:
+            parts.append(hit.passage.text)
     return "\n\n".join(parts)
 
 
@@ -68,15 +68,11 @@ def create_app(knowledge_dir: Path = KNOWLEDGE_DIR, public_url: str = "http://12
             return JSONResponse({"error": "'message' must be a non-empty string"}, status_code=400)
         # Follow-ups ("and for Canada?") borrow the previous question's words at a lower weight.
         extra = previous_question(body.get("context")) if len(tokenize(message)) <= 3 else ""
-        hits = index.search(message, limit=MAX_PASSAGES + 2, extra=extra)
-        if not hits or hits[0].score < MIN_SCORE:
+        chosen = index.answer(message, extra=extra)
+        if not chosen:
             return JSONResponse({"response": NO_MATCH, "sources": []})
-        chosen = [h for h in hits if h.score >= hits[0].score * RELATIVE_CUTOFF][:MAX_PASSAGES]
-        sources = []
-        for hit in chosen:
-            source = {"title": hit.passage.title, "url": f"{base}/docs/{hit.passage.doc}"}
-            if source not in sources:
-                sources.append(source)
+        doc = chosen[0].passage
+        sources = [{"title": doc.title, "url": f"{base}/docs/{doc.doc}"}]
         return JSONResponse({"response": compose(chosen), "sources": sources})
 
     async def document(request: Request) -> Response:

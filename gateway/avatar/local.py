@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 
 from gateway.avatar.base import Clock, MintedSession
-from gateway.avatar.signing import AVATAR_AUDIENCE, Signer
+from gateway.signing import AVATAR_AUDIENCE, Signer
 
 
 class LocalProvider:

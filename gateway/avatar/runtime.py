@@ -1,5 +1,5 @@
 """Wiring: the provider chosen in the config, the signer, the store and the
-reaper, opened once in the app's lifespan (``app.state.avatar``)."""
+reaper, opened once in the app's lifespan (lifespan state ``avatar``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
-import httpx
 import structlog
 
 from gateway.avatar.base import AvatarProvider, Clock, VendorClient
@@ -17,15 +17,13 @@ from gateway.avatar.guard import SessionGuard
 from gateway.avatar.heygen import HeyGenProvider
 from gateway.avatar.liveavatar import LiveAvatarProvider
 from gateway.avatar.local import LocalProvider
-from gateway.avatar.sessions import SessionStore, open_store, store_url
-from gateway.avatar.signing import Signer, ephemeral_secret
+from gateway.avatar.sessions import SessionStore, open_session_store, store_url
 from gateway.config import AVATAR_BASE_URLS, AvatarSettings, HealthSettings, Settings
 from gateway.health import CachedProbe
+from gateway.signing import Signer, ephemeral_secret
+from gateway.upstream import UpstreamClient
 
 log = structlog.get_logger("gateway.avatar")
-
-# Handlers that need the avatar runtime.
-AVATAR_HANDLERS = ("token", "session_end")
 
 
 @dataclass
@@ -44,11 +42,7 @@ class AvatarRuntime:
         return CachedProbe(probe, health.cache_seconds)
 
 
-def needs_avatar(settings: Settings) -> bool:
-    return settings.avatar.require_session_token or any(r.handler in AVATAR_HANDLERS for r in settings.routes)
-
-
-def build_provider(settings: AvatarSettings, http: httpx.AsyncClient, signer: Signer, clock: Clock) -> AvatarProvider:
+def build_provider(settings: AvatarSettings, http: UpstreamClient, signer: Signer, clock: Clock) -> AvatarProvider:
     if settings.provider == "local":
         return LocalProvider(signer, clock)
     assert settings.api_key is not None  # config guarantees it for vendor providers
@@ -62,9 +56,10 @@ def build_provider(settings: AvatarSettings, http: httpx.AsyncClient, signer: Si
 
 @contextlib.asynccontextmanager
 async def open_avatar(
-    settings: Settings, http: httpx.AsyncClient, clock: Clock | None = None
+    settings: Settings, http: UpstreamClient, clock: Clock | None = None, shared_redis: tuple[str, Any] | None = None
 ) -> AsyncIterator[AvatarRuntime | None]:
-    if not needs_avatar(settings):
+    """``shared_redis``: the rate limiter's (url, client), reused when the session store is the same server."""
+    if not settings.uses_avatar:
         yield None
         return
     clock = clock or time.time
@@ -84,7 +79,9 @@ async def open_avatar(
         )
     signer = Signer(secret, clock)
     provider = build_provider(avatar, http, signer, clock)
-    store = open_store(store_url(avatar.session_store, settings.rate_limit.storage_url))
+    store = open_session_store(
+        store_url(avatar.session_store, settings.rate_limit.storage_url), avatar.session_store_timeout, shared_redis
+    )
     guard = SessionGuard(provider, store, avatar.session_ttl, avatar.max_concurrent_sessions, clock)
     reaper = asyncio.ensure_future(guard.run_reaper(avatar.reap_interval))
     try:

@@ -24,11 +24,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from gateway.errors import ServiceUnavailable
+from gateway.errors import SessionStoreUnavailable
 
 log = structlog.get_logger("gateway.avatar")
 
-STORE_TIMEOUT = 0.5
 DEFAULT_PREFIX = "smarteravatar:avatar:"
 
 
@@ -140,10 +139,17 @@ return out
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
+    """``client``: a redis.asyncio client to share (the rate limiter's, when both use
+    the same server), or None to open one for ``url``; only an own client is closed."""
+
+    def __init__(
+        self, url: str, timeout: float = 0.5, prefix: str = DEFAULT_PREFIX, client: Any | None = None
+    ) -> None:
         import redis.asyncio as redis
 
-        self._redis: Any = redis.from_url(url, socket_connect_timeout=STORE_TIMEOUT, socket_timeout=STORE_TIMEOUT)
+        self._owns = client is None
+        self._redis: Any = client or redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        self._timeout = timeout
         self._keys = [f"{prefix}sessions", f"{prefix}records"]
         self._reserve = self._redis.register_script(_RESERVE)
         self._commit = self._redis.register_script(_COMMIT)
@@ -179,23 +185,26 @@ class RedisStore:
         return int(await self._call(self._redis.zcount(self._keys[0], f"({now!r}", "+inf")))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._owns:
+            await self._redis.aclose()
 
     async def _call(self, coro: Any) -> Any:
         import redis.exceptions
 
         try:
-            async with asyncio.timeout(STORE_TIMEOUT * 2):
+            async with asyncio.timeout(self._timeout * 2):
                 return await coro
         except (TimeoutError, OSError, redis.exceptions.RedisError) as exc:
-            log.error("avatar_session_store_unavailable", error=type(exc).__name__)
-            raise ServiceUnavailable("Avatar session store is unavailable; try again shortly") from None
+            raise SessionStoreUnavailable(detail=type(exc).__name__) from None
 
 
-def open_store(url: str) -> SessionStore:
+def open_session_store(url: str, timeout: float = 0.5, shared: tuple[str, Any] | None = None) -> SessionStore:
+    """``shared``: (url, client) of a Redis client already open; reused when ``url`` is the same."""
     if url.startswith("memory://"):
         return MemoryStore()
-    return RedisStore(url)
+    if shared is not None and shared[0].removeprefix("async+") == url and shared[1] is not None:
+        return RedisStore(url, timeout, client=shared[1])
+    return RedisStore(url, timeout)
 
 
 def store_url(session_store: str | None, limiter_url: str) -> str:

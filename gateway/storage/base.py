@@ -11,13 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-
-class StorageUnavailable(Exception):
-    """The database cannot be reached or did not answer in time."""
-
-
-class IdempotencyConflict(Exception):
-    """An Idempotency-Key was used before with a different body."""
+from gateway.fields import iso
 
 
 @dataclass(frozen=True)
@@ -65,7 +59,7 @@ class Conversation:
         data: dict[str, Any] = {
             "conversationId": self.id,
             "sessionId": self.session_id,
-            "createdAt": iso(self.created_at),
+            "createdAt": iso(self.created_at, milliseconds=True),
             "messageCount": self.message_count,
             "metadata": self.metadata,
         }
@@ -134,11 +128,6 @@ def new_conversation_id() -> str:
     return f"conv-{uuid.uuid4().hex}"
 
 
-def iso(timestamp: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 def encode_cursor(created_at: float, conversation_id: str) -> str:
     return base64.urlsafe_b64encode(f"{created_at!r}|{conversation_id}".encode()).decode().rstrip("=")
@@ -169,7 +158,7 @@ def conversation_row(row: Any, with_messages: bool) -> Conversation:
 def turn_json(row: Any) -> dict[str, Any]:
     return {
         "type": "turn",
-        "createdAt": iso(row["created_at"]),
+        "createdAt": iso(row["created_at"], milliseconds=True),
         "sessionId": row["session_id"],
         "requestId": row["request_id"],
         "message": row["message"],

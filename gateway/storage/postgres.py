@@ -18,12 +18,11 @@ from typing import Any
 
 import asyncpg
 
+from gateway.errors import IdempotencyKeyReused, StorageUnavailable
 from gateway.storage import sql
 from gateway.storage.base import (
     ChatTurnRecord,
-    IdempotencyConflict,
     NewConversation,
-    StorageUnavailable,
     new_conversation_id,
     turn_rows,
 )
@@ -55,7 +54,7 @@ class PostgresStore(SQLReads):
             async with self._pool.acquire() as conn:
                 await _migrate(conn)
         except ERRORS as exc:
-            raise StorageUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}") from None
+            raise StorageUnavailable(detail=f"PostgreSQL is unavailable: {type(exc).__name__}") from None
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -64,7 +63,7 @@ class PostgresStore(SQLReads):
 
     def _acquire(self) -> Any:
         if self._pool is None:
-            raise StorageUnavailable("PostgreSQL store is not open")
+            raise StorageUnavailable(detail="PostgreSQL store is not open")
         return self._pool.acquire(timeout=self.timeout)
 
     async def ping(self) -> bool:
@@ -91,9 +90,9 @@ class PostgresStore(SQLReads):
                     return str(inserted)
                 row = await conn.fetchrow(Q(sql.FIND_BY_KEY), conversation.idempotency_key)
         except ERRORS as exc:
-            raise StorageUnavailable(f"PostgreSQL write failed: {type(exc).__name__}") from None
+            raise StorageUnavailable(detail=f"PostgreSQL write failed: {type(exc).__name__}") from None
         if row is None or row["body_hash"] != body_hash:
-            raise IdempotencyConflict()
+            raise IdempotencyKeyReused()
         return str(row["id"])
 
     async def record_turns(self, turns: list[ChatTurnRecord]) -> None:
@@ -102,14 +101,14 @@ class PostgresStore(SQLReads):
             async with self._acquire() as conn:
                 await conn.executemany(Q(sql.INSERT_TURN), rows)
         except ERRORS as exc:
-            raise StorageUnavailable(f"PostgreSQL write failed: {type(exc).__name__}") from None
+            raise StorageUnavailable(detail=f"PostgreSQL write failed: {type(exc).__name__}") from None
 
     async def _fetch(self, query: str, args: list[object]) -> list[Any]:
         try:
             async with self._acquire() as conn:
                 return list(await conn.fetch(Q(query), *args))
         except ERRORS as exc:
-            raise StorageUnavailable(f"PostgreSQL read failed: {type(exc).__name__}") from None
+            raise StorageUnavailable(detail=f"PostgreSQL read failed: {type(exc).__name__}") from None
 
     async def purge(self, before: float) -> tuple[int, int]:
         try:
@@ -117,7 +116,7 @@ class PostgresStore(SQLReads):
                 conversations = await conn.execute(Q(sql.PURGE[0]), before)
                 turns = await conn.execute(Q(sql.PURGE[1]), before)
         except ERRORS as exc:
-            raise StorageUnavailable(f"PostgreSQL purge failed: {type(exc).__name__}") from None
+            raise StorageUnavailable(detail=f"PostgreSQL purge failed: {type(exc).__name__}") from None
         return int(conversations.split()[-1]), int(turns.split()[-1])
 
 

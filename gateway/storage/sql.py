@@ -5,73 +5,44 @@ from __future__ import annotations
 
 import re
 
+# Column types that differ between the dialects; the schema is written once with these.
+_TYPES = {
+    "sqlite": {"float": "REAL", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "postgres": {"float": "DOUBLE PRECISION", "serial": "BIGSERIAL PRIMARY KEY"},
+}
+
+_VERSION_1 = [
+    """CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        idempotency_key TEXT UNIQUE,
+        body_hash TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        created_at {float} NOT NULL,
+        duration {float},
+        source TEXT,
+        message_count INTEGER NOT NULL,
+        messages TEXT NOT NULL,
+        metadata TEXT NOT NULL)""",
+    "CREATE INDEX conversations_created ON conversations (created_at, id)",
+    "CREATE INDEX conversations_session ON conversations (session_id, created_at)",
+    """CREATE TABLE chat_turns (
+        id {serial},
+        created_at {float} NOT NULL,
+        session_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        message TEXT NOT NULL,
+        answer TEXT,
+        sources TEXT NOT NULL,
+        upstream_ms {float},
+        status INTEGER NOT NULL,
+        error_code TEXT)""",
+    "CREATE INDEX chat_turns_created ON chat_turns (created_at, id)",
+]
+
 # (version, statements) per dialect, applied in order, each version in one transaction,
 # recorded in schema_migrations. Never edit a released version: add the next one.
 MIGRATIONS: dict[str, list[tuple[int, list[str]]]] = {
-    "sqlite": [
-        (
-            1,
-            [
-                """CREATE TABLE conversations (
-                    id TEXT PRIMARY KEY,
-                    idempotency_key TEXT UNIQUE,
-                    body_hash TEXT NOT NULL,
-                    session_id TEXT NOT NULL,
-                    created_at REAL NOT NULL,
-                    duration REAL,
-                    source TEXT,
-                    message_count INTEGER NOT NULL,
-                    messages TEXT NOT NULL,
-                    metadata TEXT NOT NULL)""",
-                "CREATE INDEX conversations_created ON conversations (created_at, id)",
-                "CREATE INDEX conversations_session ON conversations (session_id, created_at)",
-                """CREATE TABLE chat_turns (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    created_at REAL NOT NULL,
-                    session_id TEXT NOT NULL,
-                    request_id TEXT NOT NULL,
-                    message TEXT NOT NULL,
-                    answer TEXT,
-                    sources TEXT NOT NULL,
-                    upstream_ms REAL,
-                    status INTEGER NOT NULL,
-                    error_code TEXT)""",
-                "CREATE INDEX chat_turns_created ON chat_turns (created_at, id)",
-            ],
-        ),
-    ],
-    "postgres": [
-        (
-            1,
-            [
-                """CREATE TABLE conversations (
-                    id TEXT PRIMARY KEY,
-                    idempotency_key TEXT UNIQUE,
-                    body_hash TEXT NOT NULL,
-                    session_id TEXT NOT NULL,
-                    created_at DOUBLE PRECISION NOT NULL,
-                    duration DOUBLE PRECISION,
-                    source TEXT,
-                    message_count INTEGER NOT NULL,
-                    messages TEXT NOT NULL,
-                    metadata TEXT NOT NULL)""",
-                "CREATE INDEX conversations_created ON conversations (created_at, id)",
-                "CREATE INDEX conversations_session ON conversations (session_id, created_at)",
-                """CREATE TABLE chat_turns (
-                    id BIGSERIAL PRIMARY KEY,
-                    created_at DOUBLE PRECISION NOT NULL,
-                    session_id TEXT NOT NULL,
-                    request_id TEXT NOT NULL,
-                    message TEXT NOT NULL,
-                    answer TEXT,
-                    sources TEXT NOT NULL,
-                    upstream_ms DOUBLE PRECISION,
-                    status INTEGER NOT NULL,
-                    error_code TEXT)""",
-                "CREATE INDEX chat_turns_created ON chat_turns (created_at, id)",
-            ],
-        ),
-    ],
+    dialect: [(1, [statement.format(**types) for statement in _VERSION_1])] for dialect, types in _TYPES.items()
 }
 
 SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -21,13 +22,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from gateway.errors import DatabaseNotFound, IdempotencyKeyReused, StorageUnavailable
 from gateway.storage import sql
 from gateway.storage.base import (
     ChatTurnRecord,
-    IdempotencyConflict,
     NewConversation,
-    StorageUnavailable,
     new_conversation_id,
     turn_rows,
 )
@@ -37,8 +38,10 @@ BATCH_MAX = 1000
 Op = Callable[[sqlite3.Connection], Any]
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+def _connect(path: Path, create: bool = True) -> sqlite3.Connection:
+    # mode=rw opens an existing file and never creates one, even if it vanished since open() looked.
+    target = str(path) if create else f"file:{quote(str(path))}?mode=rw"
+    conn = sqlite3.connect(target, uri=not create, isolation_level=None, check_same_thread=False, timeout=10)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 10000")
     return conn
@@ -48,8 +51,10 @@ class SQLiteStore(SQLReads):
     kind = "sqlite"
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        # Resolved once, against the working directory of the process opening the store.
+        self.path = Path(os.path.abspath(path))
+        self.create = create
         self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -58,7 +63,10 @@ class SQLiteStore(SQLReads):
         return f"SQLiteStore({str(self.path)!r})"
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.is_file():
+            raise DatabaseNotFound(self.path)
         self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = self._loop.create_future()
         self._thread = threading.Thread(target=self._writer, args=(ready,), name="sqlite-writer", daemon=True)
@@ -76,10 +84,17 @@ class SQLiteStore(SQLReads):
     def _writer(self, ready: asyncio.Future[None]) -> None:
         assert self._loop is not None
         try:
-            conn = _connect(self.path)
+            conn = _connect(self.path, self.create)
+            if not self.create and not _has_schema(conn):
+                conn.close()
+                raise DatabaseNotFound(self.path, f"{self.path} is not a gateway database (it has no gateway tables)")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             _migrate(conn)
+        except sqlite3.Error as exc:
+            failure = StorageUnavailable(detail=f"cannot open SQLite database {self.path}: {exc}")
+            self._loop.call_soon_threadsafe(_settle, ready, failure)
+            return
         except Exception as exc:
             self._loop.call_soon_threadsafe(_settle, ready, exc)
             return
@@ -112,7 +127,7 @@ class SQLiteStore(SQLReads):
                 try:
                     results.append(op(conn))
                     conn.execute("RELEASE op")
-                except (IdempotencyConflict, sqlite3.IntegrityError) as exc:
+                except (IdempotencyKeyReused, sqlite3.IntegrityError) as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     results.append(exc)
@@ -120,14 +135,14 @@ class SQLiteStore(SQLReads):
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            failure = StorageUnavailable(f"SQLite write failed: {exc}")
+            failure = StorageUnavailable(detail=f"SQLite write failed: {exc}")
             results = [failure] * len(batch)
         for (_, future), result in zip(batch, results, strict=True):
             self._loop.call_soon_threadsafe(_settle, future, result)
 
     async def _write(self, op: Op) -> Any:
         if self._thread is None or self._loop is None:
-            raise StorageUnavailable("SQLite store is not open")
+            raise StorageUnavailable(detail="SQLite store is not open")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.put((op, future))
         return await future
@@ -138,7 +153,7 @@ class SQLiteStore(SQLReads):
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         def run() -> Any:
-            conn = _connect(self.path)
+            conn = _connect(self.path, self.create)
             try:
                 return fn(conn)
             finally:
@@ -147,7 +162,7 @@ class SQLiteStore(SQLReads):
         try:
             return await asyncio.to_thread(run)
         except sqlite3.Error as exc:
-            raise StorageUnavailable(f"SQLite read failed: {exc}") from None
+            raise StorageUnavailable(detail=f"SQLite read failed: {exc}") from None
 
     # -- the Store interface ---------------------------------------------------
 
@@ -170,7 +185,7 @@ class SQLiteStore(SQLReads):
                 row = conn.execute(sql.FIND_BY_KEY, (conversation.idempotency_key,)).fetchone()
                 if row is not None:
                     if row["body_hash"] != body_hash:
-                        raise IdempotencyConflict()
+                        raise IdempotencyKeyReused()
                     return str(row["id"])
             conn.execute(
                 sql.INSERT_CONVERSATION,
@@ -200,6 +215,11 @@ class SQLiteStore(SQLReads):
 
 def _fetch_all(query: str, args: list[object]) -> Callable[[sqlite3.Connection], list[sqlite3.Row]]:
     return lambda conn: conn.execute(query, args).fetchall()
+
+
+def _has_schema(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone()
+    return row is not None
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -1,8 +1,12 @@
 """Gateway-signed JWTs (PyJWT, HS256): local avatar tokens and chatTokens.
 
+Shared by the local avatar provider (which issues avatar tokens) and
+``auth.py`` (which verifies chatTokens); it imports no avatar provider.
+
 Each kind has its own audience (``avatar`` for the local provider's token,
 ``chat`` for chatTokens), so a token minted for one use is refused for the
-other. Expiry is checked against the injected clock rather than PyJWT's own
+other. A failed check raises ``InvalidToken`` whose ``detail`` says why (never
+the token). Expiry is checked against the injected clock rather than PyJWT's own
 ``time.time()``, so tests move time without sleeping; PyJWT still verifies
 the signature, the algorithm, the issuer, the audience and required claims.
 """
@@ -17,15 +21,13 @@ from typing import Any
 
 import jwt
 
+from gateway.errors import InvalidToken
+
 ISSUER = "smarteravatar-gateway"
 ALGORITHM = "HS256"
 AVATAR_AUDIENCE = "avatar"
 CHAT_AUDIENCE = "chat"
 _REQUIRED = ["exp", "iat", "jti", "sid", "sub", "iss", "aud"]
-
-
-class InvalidToken(Exception):
-    """The token failed verification; ``str()`` says why, never the token."""
 
 
 def ephemeral_secret() -> str:
@@ -65,13 +67,13 @@ class Signer:
                 options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require": _REQUIRED},
             )
         except jwt.InvalidAudienceError:
-            raise InvalidToken("issued for another use") from None
+            raise InvalidToken("Token is not valid", detail="issued for another use") from None
         except jwt.InvalidSignatureError:
-            raise InvalidToken("bad signature") from None
+            raise InvalidToken("Token is not valid", detail="bad signature") from None
         except jwt.PyJWTError:
-            raise InvalidToken("malformed") from None
+            raise InvalidToken("Token is not valid", detail="malformed") from None
         if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("sid"), str):
-            raise InvalidToken("malformed")
+            raise InvalidToken("Token is not valid", detail="malformed")
         if claims["exp"] <= self._clock():
-            raise InvalidToken("expired")
+            raise InvalidToken("Token is not valid", detail="expired")
         return claims
