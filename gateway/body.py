@@ -51,12 +51,7 @@ async def read_json_object(request: Request, max_bytes: int, timeout: float | No
     if not is_json:
         shown = media_type or "none"
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {shown}")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"Request body exceeds the limit of {max_bytes} bytes")
-    if timeout is None:
-        timeout = float(request.state.settings.server.body_timeout)
-    raw = await _read(request, max_bytes, timeout)
+    raw = await read_body(request, max_bytes, timeout)
     if not raw.strip():
         raise InvalidRequest("Request body is empty; expected a JSON object")
     data, suspect = _loads(raw)
@@ -69,7 +64,18 @@ async def read_json_object(request: Request, max_bytes: int, timeout: float | No
     return data
 
 
-async def _read(request: Request, max_bytes: int, timeout: float) -> bytes:
+async def read_body(
+    request: Request, max_bytes: int, timeout: float | None = None, what: str = "Request body"
+) -> bytes:
+    """The raw body, at most ``max_bytes`` (a declared Content-Length over it is refused before
+    reading; a chunked body is cut off once past it), all of it within ``timeout`` seconds
+    (default ``server.body_timeout``). ``what`` names the body in the 413 message."""
+    too_large = f"{what} exceeds the limit of {max_bytes} bytes"
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(too_large)
+    if timeout is None:
+        timeout = float(request.state.settings.server.body_timeout)
     chunks = []
     size = 0
     try:
@@ -77,7 +83,7 @@ async def _read(request: Request, max_bytes: int, timeout: float) -> bytes:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise PayloadTooLarge(f"Request body exceeds the limit of {max_bytes} bytes")
+                    raise PayloadTooLarge(too_large)
                 chunks.append(chunk)
     except ClientDisconnect:
         raise InvalidRequest("Client disconnected before sending the whole body") from None

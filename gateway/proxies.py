@@ -106,13 +106,19 @@ class ClientResolver:
 
 
 def client_ip(request: Request) -> str:
-    """The client's address: the socket peer, or, behind a trusted proxy, what it forwarded.
-    Resolved once per request (the limiter and the access log both ask)."""
-    state = request.scope["state"]
+    """The client's address: the socket peer, or, behind a trusted proxy, what it forwarded."""
+    return scope_client_ip(request.scope, request.receive)
+
+
+def scope_client_ip(scope: Scope, receive: Receive) -> str:
+    """``client_ip`` for ASGI code that has no Request. Resolved once per request (the
+    limiter and the access log both ask), with the lifespan's ``client_resolver``."""
+    state = scope["state"]
     if "client_ip" not in state:
-        resolver: ClientResolver = request.state.client_resolver
-        peer = socket_peer(request.scope, request.receive)
-        state["client_ip"] = resolver.resolve(peer, request.headers.getlist(resolver.header))
+        resolver: ClientResolver = state["client_resolver"]
+        name = resolver.header.encode()
+        values = [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+        state["client_ip"] = resolver.resolve(socket_peer(scope, receive), values)
     return str(state["client_ip"])
 
 

@@ -22,10 +22,11 @@ import re
 import time
 
 import structlog
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.auth import key_or_chat_token
+from gateway.body import read_body
 from gateway.config import Route, Settings
 from gateway.errors import InternalError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from gateway.fields import check_identifier, iso
@@ -63,22 +64,6 @@ async def _authorize(request: Request, route: Route) -> str:
     return session_id
 
 
-async def _read(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Audio exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"Audio exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise InvalidRequest("Client disconnected before sending the whole body") from None
-    return b"".join(chunks)
-
-
 def form_file(body: bytes, content_type: str) -> bytes:
     """The ``file`` part of a ``multipart/form-data`` body (RFC 7578); other fields are ignored."""
     match = _BOUNDARY.search(content_type)
@@ -106,12 +91,12 @@ async def _audio_bytes(request: Request, max_bytes: int) -> bytes:
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "multipart/form-data":
-        data = form_file(await _read(request, max_bytes + MULTIPART_OVERHEAD), content_type)
+        data = form_file(await read_body(request, max_bytes + MULTIPART_OVERHEAD, what="Audio"), content_type)
         if len(data) > max_bytes:
             raise PayloadTooLarge(f"Audio exceeds the limit of {max_bytes} bytes")
         return data
     if media_type.startswith("audio/") or media_type in RAW_TYPES:
-        return await _read(request, max_bytes)
+        return await read_body(request, max_bytes, what="Audio")
     shown = media_type or "none"
     raise UnsupportedMediaType(f"Content-Type must be multipart/form-data or audio/*, got {shown}")
 

@@ -234,3 +234,25 @@ def test_the_readme_quotes_these_messages() -> None:
     quoted = [CHAT_CASES[0].values[1], CHAT_CASES[8].values[1], CHAT_CASES[9].values[1],
               "Request body was not received within 10s"]
     assert [m for m in quoted if f"`{m}`" not in readme and f"`{m}`," not in readme] == []
+
+
+TRANSCRIBE_YAML = """
+server: {log_format: json, body_timeout: 500ms}
+storage: {record_chat_turns: false}
+auth: {api_keys: "transcribe-key-0123456789"}
+stt: {provider: openai, base_url: "http://127.0.0.1:9/v1"}
+routes:
+  - {path: /api/transcribe, handler: transcribe}
+"""
+
+
+@pytest.mark.integration
+def test_a_trickled_audio_upload_is_cut_off_too() -> None:
+    # /api/transcribe reads its audio with the same reader as JSON bodies: the same deadline.
+    head = (b"POST /api/transcribe?sessionId=s1 HTTP/1.1\r\nHost: gateway\r\nContent-Type: audio/wav\r\n"
+            b"Authorization: Bearer transcribe-key-0123456789\r\nContent-Length: 200\r\n\r\n")
+    with serve(create_app(make_settings(yaml_text=TRANSCRIBE_YAML))) as url:
+        answer, elapsed = trickle(url, head, b"R" * 200, interval=0.1, seconds=8)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer[:200]
+    assert b"Request body was not received within 0.5s" in answer
+    assert elapsed < 6

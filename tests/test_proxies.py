@@ -227,3 +227,15 @@ def test_the_socket_peer_is_recovered_where_uvicorn_rewrote_it(capsys: pytest.Ca
             client.get(f"{url}/api/health", headers={"X-Forwarded-For": forwarded_for})
     events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     assert [e["client"] for e in events if e.get("event") == "request"] == ["127.0.0.1", "127.0.0.1", "198.51.100.7"]
+
+
+def test_the_access_log_names_the_resolved_client_also_for_requests_the_limiter_never_saw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A 404 from behind a trusted proxy: the log says who the client is, not the proxy.
+    with serve(create_app(make_settings())) as url:
+        r = httpx.get(f"{url}/api/nothing-here", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert r.status_code == 404
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    access = next(e for e in events if e.get("event") == "request" and e["path"] == "/api/nothing-here")
+    assert access["client"] == "203.0.113.9"
