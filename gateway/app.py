@@ -32,6 +32,7 @@ from gateway.config import HANDLERS, Route, Settings, load_settings
 from gateway.conversations import Conversations, open_conversations
 from gateway.health import CachedProbe
 from gateway.logs import configure_logging
+from gateway.metrics import RequestMetrics, handler_started, metrics_endpoint
 from gateway.middleware import RequestContextMiddleware
 from gateway.proxies import ClientResolver, parse_networks
 from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware, limited
@@ -84,7 +85,14 @@ def create_app(
     if settings.auth.admin_keys:  # the admin read API exists only when keys are configured
         routes.append(StarletteRoute("/api/admin/conversations", admin_list, methods=["GET"]))
         routes.append(StarletteRoute("/api/admin/conversations/{conversation_id}", admin_get, methods=["GET"]))
-    resolver = ClientResolver(parse_networks(settings.server.trusted_proxies), settings.server.client_ip_header)
+    trusted_proxies = parse_networks(settings.server.trusted_proxies)
+    resolver = ClientResolver(trusted_proxies, settings.server.client_ip_header)
+    request_metrics = None
+    if settings.metrics.enabled:
+        routes.append(StarletteRoute(
+            "/metrics", metrics_endpoint(parse_networks(settings.metrics.trusted_networks)), methods=["GET"]
+        ))
+        request_metrics = RequestMetrics(trusted_proxies)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -112,7 +120,10 @@ def create_app(
 
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestContextMiddleware), Middleware(RateLimitHeadersMiddleware)],
+        middleware=[
+            Middleware(RequestContextMiddleware, request_metrics),
+            Middleware(RateLimitHeadersMiddleware),
+        ],
         exception_handlers={
             errors.GatewayError: _gateway_error,
             HTTPException: _http_error,
@@ -131,6 +142,7 @@ def _handler(route: Route) -> Handler:
 
 def _endpoint(handler: Handler, route: Route) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
+        handler_started(request.scope)  # rate limits passed: the end of the queue-time metric
         return await handler(request, route)
 
     return endpoint

@@ -76,6 +76,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     os.environ[CONFIG_ENV] = settings.source
+    if args.workers > 1 and settings.metrics.enabled:
+        from gateway.metrics import prepare_multiprocess
+
+        prepare_multiprocess()  # one scrape sees every worker
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,

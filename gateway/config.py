@@ -56,6 +56,9 @@ MIN_KEY_CHARS = 16
 DEFAULT_DATABASE_URL = "sqlite:///data/gateway.db"
 DATABASE_URL_ENV = "DATABASE_URL"
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
+DEFAULT_METRICS_NETWORKS = ("127.0.0.1/32", "::1/128")
+DEFAULT_DRAIN_DELAY = 0.0
+DEFAULT_DRAIN_TIMEOUT = 30.0
 CLIENT_IP_HEADERS = ("x-forwarded-for", "forwarded")
 DEFAULT_STORAGE_TIMEOUT = 1.0
 STORAGE_ERROR_MODES = ("open", "closed")
@@ -87,16 +90,20 @@ class HandlerSpec:
     methods: tuple[str, ...] = ("POST",)
     uses_avatar: bool = False  # needs the avatar runtime (provider, session guard)
     uses_storage: bool = False  # needs the conversation store
+    cross_origin: bool = False  # browsers on server.cors_origins may call it (never token/admin routes)
 
 
 # The one handler registry: config validates names against it, the app imports from it.
 HANDLERS: Mapping[str, HandlerSpec] = {
-    "chat": HandlerSpec("gateway.chat:chat", "60/minute"),
+    "chat": HandlerSpec("gateway.chat:chat", "60/minute", cross_origin=True),
     # The token route is for server-side callers: count per credential, not per IP.
     "token": HandlerSpec("gateway.tokens:get_access_token", "10/minute", "credential", uses_avatar=True),
-    "health": HandlerSpec("gateway.health:health", "100/minute", methods=("GET",)),
-    "conversations": HandlerSpec("gateway.conversations:log_conversation", "60/minute", uses_storage=True),
-    "session_end": HandlerSpec("gateway.tokens:end_session", "60/minute", uses_avatar=True),
+    "health": HandlerSpec("gateway.health:health", "100/minute", methods=("GET",), cross_origin=True),
+    "conversations": HandlerSpec(
+        "gateway.conversations:log_conversation", "60/minute", uses_storage=True, cross_origin=True
+    ),
+    # A browser ends its own session with its chatToken.
+    "session_end": HandlerSpec("gateway.tokens:end_session", "60/minute", uses_avatar=True, cross_origin=True),
 }
 
 # Canonical values a request mapping can place into the backend's body.
@@ -185,6 +192,20 @@ class ServerSettings:
     # Peers whose X-Forwarded-For / Forwarded is believed (see gateway/proxies.py).
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     client_ip_header: str = "x-forwarded-for"
+    # Origins whose browsers may call the cross-origin routes; none by default.
+    cors_origins: tuple[str, ...] = ()
+    # SIGTERM: health answers 503 "draining" for drain_delay while still serving, then the
+    # gateway stops accepting and waits up to drain_timeout for requests in flight.
+    drain_delay: float = DEFAULT_DRAIN_DELAY
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``GET /metrics`` (gateway/metrics.py): from these networks, or with an admin key."""
+
+    enabled: bool = True
+    trusted_networks: tuple[str, ...] = DEFAULT_METRICS_NETWORKS
 
 
 @dataclass(frozen=True)
@@ -273,6 +294,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     avatar: AvatarSettings = field(default_factory=AvatarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def route_for(self, handler: str) -> Route | None:
         return next((r for r in self.routes if r.handler == handler), None)
@@ -455,7 +477,9 @@ def _get(nodes: dict[str, _Node], key: str, parse: Any, default: Any) -> Any:
 
 
 def _settings(root: _Node, source: str) -> Settings:
-    top = root.mapping(("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth"))
+    top = root.mapping(
+        ("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth", "metrics")
+    )
     if "routes" not in top:
         raise root.fail("missing required key 'routes'")
     routes = tuple(_route(node) for node in top["routes"].items())
@@ -474,6 +498,7 @@ def _settings(root: _Node, source: str) -> Settings:
         storage=_get(top, "storage", _storage, StorageSettings()),
         avatar=_get(top, "avatar", _avatar, AvatarSettings()),
         auth=_auth(top.get("auth"), top.get("storage")),
+        metrics=_get(top, "metrics", _metrics, MetricsSettings()),
     )
     if settings.avatar.production and settings.route_for("token") and not settings.auth.api_keys:
         raise ConfigError("auth.api_keys: required when avatar.production is true (set GATEWAY_API_KEYS)")
@@ -482,7 +507,8 @@ def _settings(root: _Node, source: str) -> Settings:
 
 def _server(node: _Node) -> ServerSettings:
     n = node.mapping(
-        ("max_body_bytes", "log_format", "log_level", "log_message_content", "trusted_proxies", "client_ip_header")
+        ("max_body_bytes", "log_format", "log_level", "log_message_content", "trusted_proxies", "client_ip_header",
+         "cors_origins", "drain_delay", "drain_timeout")
     )
     d = ServerSettings()
     return ServerSettings(
@@ -492,6 +518,38 @@ def _server(node: _Node) -> ServerSettings:
         log_format=_get(n, "log_format", lambda x: x.string(LOG_FORMATS), d.log_format),
         log_level=_get(n, "log_level", lambda x: x.string(LOG_LEVELS), d.log_level),
         log_message_content=_get(n, "log_message_content", _Node.boolean, d.log_message_content),
+        cors_origins=_get(n, "cors_origins", _origins, d.cors_origins),
+        drain_delay=_get(n, "drain_delay", _non_negative_duration, d.drain_delay),
+        drain_timeout=_get(n, "drain_timeout", _Node.duration, d.drain_timeout),
+    )
+
+
+def _non_negative_duration(node: _Node) -> float:
+    return 0.0 if node.value in (0, "0", "0s", "0ms") else node.duration()
+
+
+def _origins(node: _Node) -> tuple[str, ...]:
+    """Exact origins (scheme://host[:port]) as browsers send them in ``Origin``; no wildcards."""
+    values = node.value
+    if isinstance(values, str):  # "https://a.example, https://b.example" from an environment variable
+        values = [v.strip() for v in values.split(",") if v.strip()]
+    if not isinstance(values, list):
+        raise node.fail(f"{values!r} is not a list of origins")
+    origins = []
+    for index, value in enumerate(values):
+        parts = urlsplit(value.rstrip("/")) if isinstance(value, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+            raise ConfigError(f"{node.path}[{index}]: {value!r} is not an origin like 'https://www.example.com'")
+        origins.append(value.rstrip("/").lower())
+    return tuple(origins)
+
+
+def _metrics(node: _Node) -> MetricsSettings:
+    n = node.mapping(("enabled", "trusted_networks"))
+    d = MetricsSettings()
+    return MetricsSettings(
+        enabled=_get(n, "enabled", _Node.boolean, d.enabled),
+        trusted_networks=_get(n, "trusted_networks", _trusted_proxies, d.trusted_networks),
     )
 
 
