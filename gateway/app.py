@@ -34,6 +34,7 @@ from gateway.health import CachedProbe
 from gateway.logs import configure_logging
 from gateway.metrics import RequestMetrics, handler_started, metrics_endpoint
 from gateway.middleware import RequestContextMiddleware
+from gateway.openapi import openapi_endpoint
 from gateway.proxies import ClientResolver, parse_networks
 from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware, limited
 from gateway.signing import Signer
@@ -93,6 +94,7 @@ def create_app(
             "/metrics", metrics_endpoint(parse_networks(settings.metrics.trusted_networks)), methods=["GET"]
         ))
         request_metrics = RequestMetrics(trusted_proxies)
+    routes.append(StarletteRoute("/openapi.json", openapi_endpoint(settings), methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
