@@ -30,6 +30,7 @@ from gateway.admin import admin_get, admin_list
 from gateway.avatar.runtime import AvatarRuntime, open_avatar
 from gateway.config import HANDLERS, Route, Settings, load_settings
 from gateway.conversations import Conversations, open_conversations
+from gateway.cors import CrossOriginMiddleware
 from gateway.health import CachedProbe
 from gateway.logs import configure_logging
 from gateway.metrics import RequestMetrics, handler_started, metrics_endpoint
@@ -124,6 +125,9 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(RequestContextMiddleware, request_metrics),
+            Middleware(CrossOriginMiddleware, settings.server.cors_origins, {
+                r.path: r.methods for r in settings.routes if HANDLERS[r.handler].cross_origin
+            }),
             Middleware(RateLimitHeadersMiddleware),
         ],
         exception_handlers={
