@@ -29,7 +29,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway import __version__
+import gateway
 from gateway.config import Route, Settings, load_settings
 from gateway.fields import MAX_ID_CHARS
 
@@ -266,7 +266,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
     paths["/openapi.json"] = {"get": _operation("This document", {200: _ok({"type": "object"})})}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "SmarterAvatar Gateway", "version": __version__,
+        "info": {"title": "SmarterAvatar Gateway", "version": gateway.__version__,
                  "description": "The SmarterAvatar integration API (CONTRACT.md) and the gateway's additive routes. "
                                 "Every error is {\"error\": {\"code\", \"message\"}}."},
         "paths": paths,
