@@ -8,6 +8,7 @@ each cell, and prints medians and the ratios to direct-to-backend measured in th
     .venv/bin/python bench/chat.py --quick      # 2 s per cell, 1 repeat (smoke run)
     .venv/bin/python bench/chat.py --json out.json
     .venv/bin/python bench/chat.py --baseline main~3   # also run that revision's gateway, same run
+    .venv/bin/python bench/chat.py --metrics-off       # also run this gateway with metrics.enabled false
 
 Everything runs on loopback and is torn down at the end. The gateway runs as
 ``uvicorn gateway.app:create_app --factory`` with bench/gateway.bench.yaml (rate limit off).
@@ -21,6 +22,7 @@ import json
 import platform
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +36,7 @@ CONCURRENCY = (1, 64, 200)
 
 
 @contextlib.contextmanager
-def stack(backend: str, baseline: Path | None = None) -> Iterator[dict[str, str]]:
+def stack(backend: str, baseline: Path | None = None, metrics_off: Path | None = None) -> Iterator[dict[str, str]]:
     """Start a backend and the proxies in front of it; yield target -> chat URL."""
     bport, nport, gport, oport = free_port(), free_port(), free_port(), free_port()
     gateway_env = {"GATEWAY_CONFIG": str(ROOT / "bench/gateway.bench.yaml"), "CHAT_API_URL": ""}
@@ -55,6 +57,11 @@ def stack(backend: str, baseline: Path | None = None) -> Iterator[dict[str, str]
         if baseline is not None:
             stack.enter_context(uvicorn("gateway.app:create_app", oport, env=gateway_env, factory=True, root=baseline))
             urls["baseline"] = f"http://127.0.0.1:{oport}/api/chat"
+        if metrics_off is not None:
+            mport = free_port()
+            env = {**gateway_env, "GATEWAY_CONFIG": str(metrics_off)}
+            stack.enter_context(uvicorn("gateway.app:create_app", mport, env=env, factory=True))
+            urls["nometrics"] = f"http://127.0.0.1:{mport}/api/chat"
         yield urls
 
 
@@ -66,19 +73,29 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write raw results here")
     parser.add_argument("--baseline", metavar="REV", help="also measure the gateway at git revision REV")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated: fast,slow (default both)")
+    parser.add_argument("--metrics-off", action="store_true",
+                        help="also measure this gateway with metrics.enabled: false (target 'nometrics')")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.repeat = 2.0, 1
     with contextlib.ExitStack() as trees:
         baseline = trees.enter_context(checkout(args.baseline)) if args.baseline else None
-        run(args, baseline)
+        metrics_off = None
+        if args.metrics_off:
+            directory = trees.enter_context(tempfile.TemporaryDirectory(prefix="bench-nometrics-"))
+            metrics_off = Path(directory) / "gateway.nometrics.yaml"
+            bench_yaml = (ROOT / "bench/gateway.bench.yaml").read_text()
+            metrics_off.write_text(bench_yaml + "\nmetrics:\n  enabled: false\n")
+        run(args, baseline, metrics_off)
 
 
-def run(args: argparse.Namespace, baseline: Path | None) -> None:
+def run(args: argparse.Namespace, baseline: Path | None, metrics_off: Path | None = None) -> None:
     global TARGETS, BACKENDS
     BACKENDS = tuple(b for b in BACKENDS if b in args.backends.split(","))
     if baseline is not None:
         TARGETS = (*TARGETS, "baseline")
+    if metrics_off is not None:
+        TARGETS = (*TARGETS, "nometrics")
 
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0:1]
     if baseline is not None:
@@ -87,7 +104,7 @@ def run(args: argparse.Namespace, baseline: Path | None) -> None:
           f"  {(wrk_version or ['wrk ?'])[0].strip()}  duration {args.duration}s x {args.repeat}")
     raw: dict[str, dict[str, dict[int, list[WrkResult]]]] = {}
     for backend in BACKENDS:
-        with stack(backend, baseline) as urls:
+        with stack(backend, baseline, metrics_off) as urls:
             for target in TARGETS:  # warm up connections, imports, JIT-less caches
                 wrk(urls[target], 16, 1.0)
             cells = raw.setdefault(backend, {t: {c: [] for c in CONCURRENCY} for t in TARGETS})
@@ -122,6 +139,12 @@ def run(args: argparse.Namespace, baseline: Path | None) -> None:
                 f"{c}: {med[b]['gateway'][c].rps / max(med[b]['baseline'][c].rps, 0.001):.2f}x" for c in CONCURRENCY
             )
             print(f"{b} backend, gateway / baseline ({args.baseline}) req/s by connections: {ratios}")
+    if metrics_off is not None:
+        for b in BACKENDS:
+            ratios = ", ".join(
+                f"{c}: {med[b]['gateway'][c].rps / max(med[b]['nometrics'][c].rps, 0.001):.3f}x" for c in CONCURRENCY
+            )
+            print(f"{b} backend, metrics on / metrics off req/s by connections: {ratios}")
     if args.json:
         args.json.write_text(json.dumps(
             {b: {t: {c: [r.__dict__ for r in raw[b][t][c]] for c in CONCURRENCY} for t in TARGETS} for b in BACKENDS},

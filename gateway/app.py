@@ -30,9 +30,12 @@ from gateway.admin import admin_get, admin_list
 from gateway.avatar.runtime import AvatarRuntime, open_avatar
 from gateway.config import HANDLERS, Route, Settings, load_settings
 from gateway.conversations import Conversations, open_conversations
+from gateway.cors import CrossOriginMiddleware
 from gateway.health import CachedProbe
 from gateway.logs import configure_logging
+from gateway.metrics import RequestMetrics, handler_started, metrics_endpoint
 from gateway.middleware import RequestContextMiddleware
+from gateway.openapi import openapi_endpoint
 from gateway.proxies import ClientResolver, parse_networks
 from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware, limited
 from gateway.signing import Signer
@@ -86,7 +89,15 @@ def create_app(
     if settings.auth.admin_keys:  # the admin read API exists only when keys are configured
         routes.append(StarletteRoute("/api/admin/conversations", admin_list, methods=["GET"]))
         routes.append(StarletteRoute("/api/admin/conversations/{conversation_id}", admin_get, methods=["GET"]))
-    resolver = ClientResolver(parse_networks(settings.server.trusted_proxies), settings.server.client_ip_header)
+    trusted_proxies = parse_networks(settings.server.trusted_proxies)
+    resolver = ClientResolver(trusted_proxies, settings.server.client_ip_header)
+    request_metrics = None
+    if settings.metrics.enabled:
+        routes.append(StarletteRoute(
+            "/metrics", metrics_endpoint(parse_networks(settings.metrics.trusted_networks)), methods=["GET"]
+        ))
+        request_metrics = RequestMetrics(trusted_proxies)
+    routes.append(StarletteRoute("/openapi.json", openapi_endpoint(settings), methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -116,7 +127,13 @@ def create_app(
 
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestContextMiddleware), Middleware(RateLimitHeadersMiddleware)],
+        middleware=[
+            Middleware(RequestContextMiddleware, request_metrics),
+            Middleware(CrossOriginMiddleware, settings.server.cors_origins, {
+                r.path: r.methods for r in settings.routes if HANDLERS[r.handler].cross_origin
+            }),
+            Middleware(RateLimitHeadersMiddleware),
+        ],
         exception_handlers={
             errors.GatewayError: _gateway_error,
             HTTPException: _http_error,
@@ -135,6 +152,7 @@ def _handler(route: Route) -> Handler:
 
 def _endpoint(handler: Handler, route: Route) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
+        handler_started(request.scope)  # rate limits passed: the end of the queue-time metric
         return await handler(request, route)
 
     return endpoint

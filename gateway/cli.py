@@ -81,8 +81,6 @@ def _summary(settings: Settings) -> str:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     if args.workers > 1 and settings.rate_limit.storage_url.removeprefix("async+").startswith("memory"):
         print(
             f"warning: {args.workers} workers with rate_limit.storage memory:// each count separately, so clients get "
@@ -90,18 +88,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     os.environ[CONFIG_ENV] = settings.source
-    uvicorn.run(
-        "gateway.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        # The gateway resolves client IPs itself (trusted proxies, right to left).
-        proxy_headers=False,
-        # uvicorn's httptools protocol, answering malformed HTTP and oversized heads in the envelope.
-        http="gateway.wire:GatewayProtocol",
-        server_header=False,
-        access_log=False,
-        log_level="warning",
-    )
-    return 0
+    if args.workers > 1 and settings.metrics.enabled:
+        from gateway.metrics import prepare_multiprocess
+
+        prepare_multiprocess()  # one scrape sees every worker
+    # SIGHUP reloads the config, SIGTERM drains: gateway/lifecycle.py.
+    from gateway.lifecycle import serve
+
+    return serve(settings, args.host, args.port, args.workers)

@@ -59,6 +59,9 @@ MIN_KEY_CHARS = 16
 DEFAULT_DATABASE_URL = "sqlite:///data/gateway.db"
 DATABASE_URL_ENV = "DATABASE_URL"
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
+DEFAULT_METRICS_NETWORKS = ("127.0.0.1/32", "::1/128")
+DEFAULT_DRAIN_DELAY = 0.0
+DEFAULT_DRAIN_TIMEOUT = 30.0
 CLIENT_IP_HEADERS = ("x-forwarded-for", "forwarded")
 DEFAULT_STORAGE_TIMEOUT = 1.0
 STORAGE_ERROR_MODES = ("open", "closed")
@@ -105,18 +108,25 @@ class HandlerSpec:
     uses_avatar: bool = False  # needs the avatar runtime (provider, session guard)
     uses_storage: bool = False  # needs the conversation store
     uses_stt: bool = False  # needs the speech-to-text runtime
+    cross_origin: bool = False  # browsers on server.cors_origins may call it (never token/admin routes)
 
 
 # The one handler registry: config validates names against it, the app imports from it.
 HANDLERS: Mapping[str, HandlerSpec] = {
-    "chat": HandlerSpec("gateway.chat:chat", "60/minute"),
+    "chat": HandlerSpec("gateway.chat:chat", "60/minute", cross_origin=True),
     # The token route is for server-side callers: count per credential, not per IP.
     "token": HandlerSpec("gateway.tokens:get_access_token", "10/minute", "credential", uses_avatar=True),
-    "health": HandlerSpec("gateway.health:health", "100/minute", methods=("GET",)),
-    "conversations": HandlerSpec("gateway.conversations:log_conversation", "60/minute", uses_storage=True),
-    "session_end": HandlerSpec("gateway.tokens:end_session", "60/minute", uses_avatar=True),
-    # Billable: counted per session (the chatToken's, or the caller's ?sessionId=).
-    "transcribe": HandlerSpec("gateway.transcribe:transcribe", "20/minute", "session", uses_stt=True),
+    "health": HandlerSpec("gateway.health:health", "100/minute", methods=("GET",), cross_origin=True),
+    "conversations": HandlerSpec(
+        "gateway.conversations:log_conversation", "60/minute", uses_storage=True, cross_origin=True
+    ),
+    # A browser ends its own session with its chatToken.
+    "session_end": HandlerSpec("gateway.tokens:end_session", "60/minute", uses_avatar=True, cross_origin=True),
+    # Billable: counted per session (the chatToken's, or the caller's ?sessionId=). A browser
+    # posts its recording to transcribe; stt_token, like the avatar token route, stays same-origin.
+    "transcribe": HandlerSpec(
+        "gateway.transcribe:transcribe", "20/minute", "session", uses_stt=True, cross_origin=True
+    ),
     "stt_token": HandlerSpec("gateway.transcribe:stt_token", "10/minute", "session", uses_stt=True),
 }
 
@@ -215,6 +225,20 @@ class ServerSettings:
     # Peers whose X-Forwarded-For / Forwarded is believed (see gateway/proxies.py).
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     client_ip_header: str = "x-forwarded-for"
+    # Origins whose browsers may call the cross-origin routes; none by default.
+    cors_origins: tuple[str, ...] = ()
+    # SIGTERM: health answers 503 "draining" for drain_delay while still serving, then the
+    # gateway stops accepting and waits up to drain_timeout for requests in flight.
+    drain_delay: float = DEFAULT_DRAIN_DELAY
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``GET /metrics`` (gateway/metrics.py): from these networks, or with an admin key."""
+
+    enabled: bool = True
+    trusted_networks: tuple[str, ...] = DEFAULT_METRICS_NETWORKS
 
 
 @dataclass(frozen=True)
@@ -328,6 +352,7 @@ class Settings:
     avatar: AvatarSettings = field(default_factory=AvatarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     stt: SttSettings = field(default_factory=SttSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def route_for(self, handler: str) -> Route | None:
         return next((r for r in self.routes if r.handler == handler), None)
@@ -507,7 +532,9 @@ def _get(nodes: dict[str, _Node], key: str, parse: Any, default: Any) -> Any:
 
 
 def _settings(root: _Node, source: str) -> Settings:
-    top = root.mapping(("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth", "stt"))
+    top = root.mapping(
+        ("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth", "stt", "metrics")
+    )
     if "routes" not in top:
         raise root.fail("missing required key 'routes'")
     routes = tuple(_route(node) for node in top["routes"].items())
@@ -527,6 +554,7 @@ def _settings(root: _Node, source: str) -> Settings:
         avatar=_get(top, "avatar", _avatar, AvatarSettings()),
         auth=_auth(top.get("auth"), top.get("storage")),
         stt=_get(top, "stt", _stt, SttSettings()),
+        metrics=_get(top, "metrics", _metrics, MetricsSettings()),
     )
     if settings.route_for("stt_token") and settings.stt.provider not in STT_STREAMING_PROVIDERS:
         index = next(i for i, r in enumerate(routes) if r.handler == "stt_token")
@@ -543,7 +571,7 @@ def _server(node: _Node) -> ServerSettings:
     n = node.mapping(
         (
             "max_body_bytes", "body_timeout", "log_format", "log_level", "log_message_content", "trusted_proxies",
-            "client_ip_header",
+            "client_ip_header", "cors_origins", "drain_delay", "drain_timeout",
         )
     )
     d = ServerSettings()
@@ -555,6 +583,38 @@ def _server(node: _Node) -> ServerSettings:
         log_format=_get(n, "log_format", lambda x: x.string(LOG_FORMATS), d.log_format),
         log_level=_get(n, "log_level", lambda x: x.string(LOG_LEVELS), d.log_level),
         log_message_content=_get(n, "log_message_content", _Node.boolean, d.log_message_content),
+        cors_origins=_get(n, "cors_origins", _origins, d.cors_origins),
+        drain_delay=_get(n, "drain_delay", _non_negative_duration, d.drain_delay),
+        drain_timeout=_get(n, "drain_timeout", _Node.duration, d.drain_timeout),
+    )
+
+
+def _non_negative_duration(node: _Node) -> float:
+    return 0.0 if node.value in (0, "0", "0s", "0ms") else node.duration()
+
+
+def _origins(node: _Node) -> tuple[str, ...]:
+    """Exact origins (scheme://host[:port]) as browsers send them in ``Origin``; no wildcards."""
+    values = node.value
+    if isinstance(values, str):  # "https://a.example, https://b.example" from an environment variable
+        values = [v.strip() for v in values.split(",") if v.strip()]
+    if not isinstance(values, list):
+        raise node.fail(f"{values!r} is not a list of origins")
+    origins = []
+    for index, value in enumerate(values):
+        parts = urlsplit(value.rstrip("/")) if isinstance(value, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+            raise ConfigError(f"{node.path}[{index}]: {value!r} is not an origin like 'https://www.example.com'")
+        origins.append(value.rstrip("/").lower())
+    return tuple(origins)
+
+
+def _metrics(node: _Node) -> MetricsSettings:
+    n = node.mapping(("enabled", "trusted_networks"))
+    d = MetricsSettings()
+    return MetricsSettings(
+        enabled=_get(n, "enabled", _Node.boolean, d.enabled),
+        trusted_networks=_get(n, "trusted_networks", _trusted_proxies, d.trusted_networks),
     )
 
 

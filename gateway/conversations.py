@@ -29,6 +29,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway import metrics
 from gateway.body import json_type, read_json_object
 from gateway.config import Route, Settings, StorageSettings
 from gateway.errors import InvalidRequest, StorageUnavailable
@@ -121,8 +122,10 @@ class TurnRecorder:
                                      "answer": None if turn.answer is None else redact(turn.answer, self.settings)})
         try:
             self.queue.put_nowait(turn)
+            metrics.TURN_QUEUE.inc()
         except asyncio.QueueFull:
             self.dropped += 1
+            metrics.TURNS_DROPPED.inc()
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("turns_dropped", dropped=self.dropped, queue_size=self.settings.turn_queue_size)
 
@@ -136,10 +139,12 @@ class TurnRecorder:
             await asyncio.shield(self._writing)
 
     async def _write(self, batch: list[ChatTurnRecord]) -> None:
+        metrics.TURN_QUEUE.dec(len(batch))
         try:
             await self.store.record_turns(batch)
         except Exception as exc:  # best effort: a lost turn is counted, never raised into chat
             self.failed += len(batch)
+            metrics.TURNS_FAILED.inc(len(batch))
             log.warning("turns_not_stored", count=len(batch), failed=self.failed, reason=str(exc))
 
     async def close(self) -> None:

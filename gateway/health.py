@@ -12,6 +12,7 @@ Provider values:
   ok        (200) every configured provider is connected
   degraded  (200) the chat backend is connected, another configured provider or the storage is not
   down      (503) the chat backend (``llm``) is disconnected: chat cannot work
+  draining  (503) the gateway received SIGTERM and is finishing what it has (gateway/lifecycle.py)
 
 Probes use a short timeout and their results are cached for a few seconds,
 with one probe in flight per provider however many health checks arrive, so
@@ -87,6 +88,8 @@ async def health(request: Request, route: Route) -> JSONResponse:
     status, code = overall_status(providers)
     if status == "ok" and storage == DISCONNECTED:
         status = "degraded"
+    if request.scope["state"].get("draining"):  # shutting down (gateway/lifecycle.py): send no more
+        status, code = "draining", 503
     return JSONResponse(
         {"status": status, "timestamp": iso(time.time()), "providers": providers, "storage": storage},
         status_code=code,

@@ -5,6 +5,9 @@ away from): it wraps ``send`` to stamp ``X-Request-ID`` on the response and
 to learn the status. It translates no exception: an error a handler let
 escape reaches the one boundary in ``app.py`` (``exception_handlers``), and
 is logged here as a 500 on its way out.
+
+Its one clock also feeds the metrics (``metrics.RequestMetrics``, when
+enabled): requests in flight, status, duration, time before the handler.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.fields import is_identifier
+from gateway.metrics import IN_FLIGHT, RequestMetrics
 from gateway.proxies import scope_client_ip
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -25,8 +29,9 @@ log = structlog.get_logger("gateway.access")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,6 +42,10 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 0
+        metrics = self.metrics
+        if metrics is not None:
+            state["arrived"] = metrics.arrival(scope, time.time())
+            IN_FLIGHT.inc()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -52,6 +61,10 @@ class RequestContextMiddleware:
             status = status or 500  # answered by the boundary outside us (ServerErrorMiddleware)
             raise
         finally:
+            duration = time.perf_counter() - started
+            if metrics is not None:
+                IN_FLIGHT.dec()
+                metrics.finished(scope, status, duration)
             upstream = state.get("upstream_seconds")
             log.info(
                 "request",
@@ -59,7 +72,7 @@ class RequestContextMiddleware:
                 path=scope["path"],
                 status=status,
                 client=_client(scope, receive),
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(duration * 1000, 2),
                 upstream_ms=None if upstream is None else round(upstream * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")

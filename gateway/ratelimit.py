@@ -55,6 +55,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import metrics
 from gateway.config import RateLimitRule, RateLimitSettings, Route
 from gateway.errors import LimiterUnavailable, RateLimited
 from gateway.proxies import client_ip
@@ -112,9 +113,11 @@ class RateLimiter:
             return await self._check(scope, rules, keys)
         except LimiterUnavailable as exc:
             if self.settings.on_storage_error == "closed":
+                metrics.LIMITER_STORAGE_ERRORS.labels("refused").inc()
                 log.error("ratelimit_storage_unavailable", error=exc.detail, action="refused")
                 raise
             self.failed_open += 1
+            metrics.LIMITER_STORAGE_ERRORS.labels("admitted").inc()
             log.error(
                 "ratelimit_storage_unavailable", error=exc.detail, action="admitted", failed_open=self.failed_open
             )
@@ -139,6 +142,7 @@ class RateLimiter:
                 if not admitted:
                     retry_after = max(1, decision.reset)
                     headers = {**decision.headers(), "Retry-After": str(retry_after)}
+                    metrics.RATE_LIMITED.labels(scope).inc()  # scope: the route's path template
                     raise RateLimited(
                         f"Too many requests: limit is {_describe(item)}; retry in {retry_after}s",
                         headers=headers,

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from gateway import metrics
 from gateway.config import ClientSettings, Timeouts
 from gateway.errors import ProviderError
 from gateway.transport import AiohttpTransport
@@ -107,7 +108,9 @@ class UpstreamClient:
                     body = await _read(response, provider, self.max_response_bytes)
                 finally:
                     await response.aclose()
-        return Answer(response.status_code, body, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        metrics.observe_upstream(provider, elapsed, response.status_code)
+        return Answer(response.status_code, body, elapsed)
 
     async def probe(self, url: str, timeout: float) -> bool:
         """Reachable means any HTTP answer below 500: a chat endpoint that says 405
@@ -125,6 +128,7 @@ def decode_json(answer: Answer, provider: str) -> Any:
     try:
         return json.loads(answer.body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+        metrics.upstream_failed(provider, "invalid_body")
         raise ProviderError(f"{provider} answered with a body that is not JSON") from None
 
 
@@ -187,19 +191,28 @@ def map_upstream_errors(provider: str, total: float) -> Iterator[None]:
     transports, pytest-httpx) and aiohttp's (the production transport), and the deadline.
 
     Order matters: aiohttp's timeouts are also ``TimeoutError``s, and specific
-    classes come before their bases."""
+    classes come before their bases. Each failure is counted by kind (gateway/metrics.py)."""
     try:
         yield
+    except ProviderError:  # raised while reading: too large, bad encoding
+        metrics.upstream_failed(provider, "invalid_body")
+        raise
     except (httpx.ConnectTimeout, aiohttp.ConnectionTimeoutError):
+        metrics.upstream_failed(provider, "connect_timeout")
         raise ProviderError(f"{provider} could not be reached: connection timed out") from None
     except (TimeoutError, httpx.TimeoutException):
+        metrics.upstream_failed(provider, "timeout")
         raise ProviderError(f"{provider} did not answer within {total:g}s") from None
     except (httpx.ConnectError, aiohttp.ClientConnectorError):
+        metrics.upstream_failed(provider, "connect_refused")
         raise ProviderError(f"{provider} could not be reached: connection refused or host unknown") from None
     except httpx.DecodingError:
+        metrics.upstream_failed(provider, "invalid_body")
         raise ProviderError(f"{provider} answered with a body that could not be decoded") from None
     except aiohttp.ClientResponseError:  # a status line or headers aiohttp could not parse
+        metrics.upstream_failed(provider, "malformed_http")
         raise ProviderError(f"{provider} answered with malformed HTTP") from None
     except (httpx.TransportError, aiohttp.ClientError, OSError):
         # Disconnects, resets, truncated or badly chunked bodies.
+        metrics.upstream_failed(provider, "disconnected")
         raise ProviderError(f"{provider} closed the connection before answering") from None

@@ -131,3 +131,21 @@ def gateway_process(config: Path, port: int, env: dict[str, str] | None = None) 
         yield proc
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def gateway_serve(config: Path, port: int, log: Path, workers: int = 2,
+                  env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``avatar-gateway serve --workers N`` (uvicorn's supervisor and its workers), JSON logs to ``log``."""
+    args = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers)]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "LOG_FORMAT": "json", **(env or {})}
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_for_port(port, proc)
+        yield proc
+    finally:
+        stop(proc)
