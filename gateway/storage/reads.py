@@ -6,6 +6,7 @@ everything else is the same SQL and the same Python for SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from gateway.storage.base import (
 )
 
 EXPORT_CHUNK = 500
+PERCENTILES = (50, 90, 99)
 
 
 class SQLReads:
@@ -32,10 +34,16 @@ class SQLReads:
         raise NotImplementedError
 
     async def list_conversations(
-        self, session_id: str | None, since: float | None, until: float | None, limit: int, cursor: str | None
+        self,
+        session_id: str | None,
+        since: float | None,
+        until: float | None,
+        limit: int,
+        cursor: str | None,
+        text: str | None = None,
     ) -> Page:
         after = decode_cursor(cursor) if cursor else None
-        query, args = sql.list_query(session_id, since, until, limit, after)
+        query, args = sql.list_query(session_id, since, until, limit, after, text)
         rows = await self._fetch(query, args)
         items = [conversation_row(r, with_messages=False) for r in rows[:limit]]
         more = len(rows) > limit
@@ -69,6 +77,9 @@ class SQLReads:
             for row in await self._fetch(query, qargs):
                 days.setdefault(row["day"], {"day": row["day"], "conversations": 0, "turns": 0})[name] = row["n"]
         cited = await self._fetch(f"SELECT sources FROM chat_turns{w}", args)
+        query, qargs = sql.top_questions(self.dialect, since, until, top)
+        questions = [{"question": r["question"], "count": r["n"]} for r in await self._fetch(query, qargs)]
+        answered, latency = await self._latency(since, until)
         return Stats(
             days=[days[d] for d in sorted(days)],
             conversations=conv["n"],
@@ -77,4 +88,22 @@ class SQLReads:
             turns=turns["n"],
             backend_errors=int(turns["e"]),
             top_sources=top_sources(cited, top),
+            conversation_seconds=float(conv["t"] or 0),
+            answered=answered,
+            latency_ms=latency,
+            top_questions=questions,
         )
+
+    async def _latency(self, since: float | None, until: float | None) -> tuple[int, dict[str, float | None]]:
+        """Nearest-rank percentiles (the smallest value with at least p% of values at or below it),
+        one read each: the same SQL on both dialects, no rows brought into Python."""
+        query, args = sql.answered_count(since, until)
+        n = int((await self._fetch(query, args))[0]["n"])
+        latency: dict[str, float | None] = {}
+        for p in PERCENTILES:
+            if n == 0:
+                latency[f"p{p}"] = None
+                continue
+            query, args = sql.latency_at(since, until, max(math.ceil(p / 100 * n), 1) - 1)
+            latency[f"p{p}"] = float((await self._fetch(query, args))[0]["v"])
+        return n, latency
