@@ -50,7 +50,7 @@ export function explain(error) {
       return "Too many requests: the gateway's rate limit was reached." +
         (error.retryAfter != null ? ` Try again in ${error.retryAfter} s.` : " Try again shortly.");
     case "PROVIDER_ERROR":
-      return "The chat backend did not answer (" + error.message + "). Try again shortly.";
+      return "No answer: " + error.message + ". Try again shortly.";
     case "UNAUTHORIZED":
       return "Not authorized: " + error.message + ".";
     case "NETWORK":
