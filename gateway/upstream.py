@@ -82,10 +82,17 @@ class UpstreamClient:
         timeouts: Timeouts,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
     ) -> Answer:
-        """One exchange, read whole (within the size cap) and decoded; ``ProviderError`` on any failure."""
+        """One exchange, read whole (within the size cap) and decoded; ``ProviderError`` on any failure.
+
+        The body is ``json_body`` (encoded here) or raw ``content`` of ``content_type``
+        (audio, a multipart form), never both."""
         request_headers = {**(headers or {}), "accept": "application/json", "accept-encoding": ACCEPT_ENCODING}
-        content = None
+        if content is not None:
+            assert json_body is None, "json_body or content, not both"
+            request_headers["content-type"] = content_type or "application/octet-stream"
         if json_body is not None:
             content = json.dumps(json_body, ensure_ascii=False, allow_nan=False).encode()
             request_headers["content-type"] = "application/json"
