@@ -30,7 +30,7 @@ PHONE = {"width": 390, "height": 844}
 pytestmark = pytest.mark.integration
 
 
-def gateway_yaml(db: Path, chat_url: str, chat_extra: str = "") -> str:
+def gateway_yaml(db: Path, chat_url: str, chat_extra: str = "", routes_extra: str = "") -> str:
     return f"""
 server: {{log_format: json, log_level: warning}}
 storage: {{url: "sqlite:///{db}", record_chat_turns: true}}
@@ -45,7 +45,7 @@ routes:
     handler: health
   - path: /api/conversations/log
     handler: conversations
-"""
+{routes_extra}"""
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +60,9 @@ def gateway(tmp_path: Path, backend: str) -> Callable[..., str]:
     """Start a gateway with the console on (fresh SQLite file each) and return its base URL."""
     stack: list[Any] = []
 
-    def start(chat_url: str = f"{backend}/api/chat", chat_extra: str = "") -> str:
+    def start(chat_url: str = f"{backend}/api/chat", chat_extra: str = "", routes_extra: str = "") -> str:
         db = tmp_path / f"gateway-{len(stack)}.db"
-        server = serve(create_app(make_settings(yaml_text=gateway_yaml(db, chat_url, chat_extra))))
+        server = serve(create_app(make_settings(yaml_text=gateway_yaml(db, chat_url, chat_extra, routes_extra))))
         stack.append(server)
         return server.__enter__()
 
@@ -261,3 +261,43 @@ def test_dashboard_refuses_a_wrong_key_then_shows_what_visitors_did(
     with page.expect_download() as download:
         page.get_by_role("button", name="Chat turns (JSONL)").click()
     assert len(Path(download.value.path()).read_text().splitlines()) == 3
+
+
+# -- the microphone: Chromium's fake audio device plays an espeak-ng WAV -----------------------
+
+
+def test_microphone_recording_reaches_transcribe_and_a_refusal_is_said(
+    tmp_path: Path, backend: str, gateway: Callable[..., str]
+) -> None:
+    """The page records through the (fake) microphone and uploads to /api/transcribe. The
+    route wants a server API key or a chatToken, which the console cannot hold yet, so the
+    gateway refuses and the page says why: the whole path up to the credential."""
+    from tests.stt_support import speak
+
+    wav = tmp_path / "question.wav"
+    wav.write_bytes(speak("Do you ship to Canada?"))
+    transcribe = "  - path: /api/transcribe\n    handler: transcribe\n"
+    base = gateway(routes_extra=transcribe)
+    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: scripts/install installs Debian's chromium package"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}",
+        ])
+        page = browser.new_page()
+        page.goto(f"{base}/console/")
+        expect(page.get_by_role("button", name="Hold to speak")).to_be_visible()
+        mic = page.locator("#mic")  # health reports a speech-to-text provider
+        with page.expect_request(lambda r: r.url.endswith("/api/transcribe") and r.method == "POST") as upload:
+            mic.focus()
+            page.keyboard.down(" ")
+            expect(mic).to_have_attribute("aria-pressed", "true")
+            page.wait_for_timeout(1500)
+            page.keyboard.up(" ")
+        assert (upload.value.headers.get("content-type") or "").startswith("multipart/form-data")
+        assert int(upload.value.all_headers().get("content-length", "0")) > 1000  # recorded audio, not an empty file
+        expect(page.get_by_role("alert")).to_have_text(
+            "Speech could not be transcribed: Not authorized: Missing Authorization header; "
+            "expected 'Authorization: Bearer <key>'."
+        )
+        browser.close()
