@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from examples.reference_backend.app import create_app as create_backend
 from gateway.app import create_app
@@ -72,12 +72,17 @@ def gateway(tmp_path: Path, backend: str) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: scripts/install installs Debian's chromium package"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
-        yield browser
-        browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
@@ -267,7 +272,7 @@ def test_dashboard_refuses_a_wrong_key_then_shows_what_visitors_did(
 
 
 def test_microphone_recording_reaches_transcribe_and_a_refusal_is_said(
-    tmp_path: Path, backend: str, gateway: Callable[..., str]
+    tmp_path: Path, playwright: Playwright, gateway: Callable[..., str]
 ) -> None:
     """The page records through the (fake) microphone and uploads to /api/transcribe. The
     route wants a server API key or a chatToken, which the console cannot hold yet, so the
@@ -278,12 +283,11 @@ def test_microphone_recording_reaches_transcribe_and_a_refusal_is_said(
     wav.write_bytes(speak("Do you ship to Canada?"))
     transcribe = "  - path: /api/transcribe\n    handler: transcribe\n"
     base = gateway(routes_extra=transcribe)
-    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: scripts/install installs Debian's chromium package"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}",
-        ])
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+    ])
+    try:
         page = browser.new_page()
         page.goto(f"{base}/console/")
         expect(page.get_by_role("button", name="Hold to speak")).to_be_visible()
@@ -300,4 +304,5 @@ def test_microphone_recording_reaches_transcribe_and_a_refusal_is_said(
             "Speech could not be transcribed: Not authorized: Missing Authorization header; "
             "expected 'Authorization: Bearer <key>'."
         )
+    finally:
         browser.close()
