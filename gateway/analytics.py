@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import io
 import json
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -89,19 +91,38 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def export(store: Store, kind: str, fmt: str, since: float | None, until: float | None, out: IO[str]) -> int:
+    count = 0
+    async for chunk in export_chunks(store, kind, fmt, since, until):
+        out.write(chunk)
+        count += 1
+    return count - (fmt == "csv")  # the CSV header is not a record
+
+
+async def export_chunks(
+    store: Store, kind: str, fmt: str, since: float | None, until: float | None
+) -> AsyncIterator[str]:
+    """The export as text, one record per chunk (after the CSV header): for a file here,
+    for a download from the admin API (``GET /api/admin/export``)."""
+    buffer = io.StringIO()
     writer = None
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS[kind], extrasaction="ignore")
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS[kind], extrasaction="ignore")
         writer.writeheader()
-    count = 0
+        yield _drain(buffer)
     async for record in store.export(kind, since, until):
         record.pop("type", None)
         if writer is None:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            yield json.dumps(record, ensure_ascii=False) + "\n"
         else:
             writer.writerow({k: _cell(v) for k, v in record.items()})
-        count += 1
-    return count
+            yield _drain(buffer)
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
 
 
 def _cell(value: Any) -> Any:

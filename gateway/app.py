@@ -23,12 +23,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
 from gateway import errors
-from gateway.admin import admin_get, admin_list
+from gateway.admin import admin_chart, admin_export, admin_get, admin_list, admin_stats
 from gateway.avatar.runtime import AvatarRuntime, open_avatar
 from gateway.config import HANDLERS, Route, Settings, load_settings
+from gateway.console import console_routes
 from gateway.conversations import Conversations, open_conversations
 from gateway.cors import CrossOriginMiddleware
 from gateway.health import CachedProbe
@@ -82,13 +84,18 @@ def create_app(
     transport and ``clock`` the wall clock of avatar sessions, for tests."""
     settings = settings or load_settings()
     configure_logging(settings.server)
-    routes = [
+    routes: list[BaseRoute] = [
         StarletteRoute(route.path, limited(route, _endpoint(_handler(route), route)), methods=list(route.methods))
         for route in settings.routes
     ]
     if settings.auth.admin_keys:  # the admin read API exists only when keys are configured
         routes.append(StarletteRoute("/api/admin/conversations", admin_list, methods=["GET"]))
         routes.append(StarletteRoute("/api/admin/conversations/{conversation_id}", admin_get, methods=["GET"]))
+        routes.append(StarletteRoute("/api/admin/stats", admin_stats, methods=["GET"]))
+        routes.append(StarletteRoute("/api/admin/export", admin_export, methods=["GET"]))
+        routes.append(StarletteRoute("/api/admin/charts/activity", admin_chart, methods=["GET"]))
+    if settings.console.enabled:  # the browser console (gateway/console/), off unless enabled
+        routes.extend(console_routes())
     trusted_proxies = parse_networks(settings.server.trusted_proxies)
     resolver = ClientResolver(trusted_proxies, settings.server.client_ip_header)
     request_metrics = None

@@ -30,6 +30,8 @@ log = structlog.get_logger("gateway.chat")
 PROVIDER = "Chat backend"
 ROLES = ("user", "assistant")
 _KNOWN_FIELDS = ("message", "sessionId", "history", "context")
+# On a fallback answer (route.fallback_response), so a page can tell the visitor.
+FALLBACK_HEADER = "Gateway-Fallback"
 
 
 def validate_chat(data: dict[str, Any], limits: ChatLimits, request_id: str) -> ChatTurn:
@@ -101,11 +103,13 @@ async def chat(request: Request, route: Route) -> JSONResponse:
         # A configured fallback keeps the avatar talking while the backend is down.
         log.warning("chat_fallback", reason=exc.message, session_id=turn.session_id)
         text, sources = route.fallback_response, []
+        headers = {FALLBACK_HEADER: "backend-unavailable"}  # the body is the contract's; this says why
     else:
+        headers = {}
         _record(request, turn, text, sources, elapsed, 200, None)
     if settings.server.log_message_content:
         log.info("chat_turn", session_id=turn.session_id, message=turn.message, response=text)
-    return JSONResponse({"response": text, "sources": sources, "sessionId": turn.session_id})
+    return JSONResponse({"response": text, "sources": sources, "sessionId": turn.session_id}, headers=headers)
 
 
 def _record(

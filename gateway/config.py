@@ -58,6 +58,8 @@ RATE_LIMIT_KEYS = ("ip", "credential", "session")
 MIN_KEY_CHARS = 16
 DEFAULT_DATABASE_URL = "sqlite:///data/gateway.db"
 DATABASE_URL_ENV = "DATABASE_URL"
+CONSOLE_ENV = "GATEWAY_CONSOLE"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
 DEFAULT_METRICS_NETWORKS = ("127.0.0.1/32", "::1/128")
 DEFAULT_DRAIN_DELAY = 0.0
@@ -317,6 +319,14 @@ class AvatarSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The browser console (gateway/console/): the playground at /console/ and the
+    dashboard at /console/analytics. Off unless enabled; scripts/demo enables it."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class SttSettings:
     """Speech-to-text: the provider, its key and the limits on audio; see README "Speech-to-text"."""
 
@@ -351,6 +361,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     avatar: AvatarSettings = field(default_factory=AvatarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     stt: SttSettings = field(default_factory=SttSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
@@ -415,7 +426,8 @@ def _apply_environment(data: Any, env: Mapping[str, str]) -> Any:
 
     - ``CHAT_API_URL``: the upstream URL of the ``/api/chat`` route (the common
       deployment sets only this);
-    - ``DATABASE_URL``: ``storage.url``.
+    - ``DATABASE_URL``: ``storage.url``;
+    - ``GATEWAY_CONSOLE``: ``console.enabled`` (``1``/``true``/``on`` or ``0``/``false``/``off``).
     """
 
     def override(name: str) -> _FromEnvironment | None:
@@ -434,6 +446,11 @@ def _apply_environment(data: Any, env: Mapping[str, str]) -> Any:
     if (database_url := override(DATABASE_URL_ENV)) is not None:
         storage = data.get("storage")
         data["storage"] = {**(storage if isinstance(storage, dict) else {}), "url": database_url}
+    if CONSOLE_ENV in env:  # set, even to "0" or "", wins over the file
+        console = data.get("console")
+        value = _FromEnvironment(env[CONSOLE_ENV])
+        value.label = f"{CONSOLE_ENV} (environment)"
+        data["console"] = {**(console if isinstance(console, dict) else {}), "enabled": value}
     return data
 
 
@@ -533,7 +550,8 @@ def _get(nodes: dict[str, _Node], key: str, parse: Any, default: Any) -> Any:
 
 def _settings(root: _Node, source: str) -> Settings:
     top = root.mapping(
-        ("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth", "stt", "metrics")
+        ("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth", "stt", "metrics",
+         "console")
     )
     if "routes" not in top:
         raise root.fail("missing required key 'routes'")
@@ -553,6 +571,7 @@ def _settings(root: _Node, source: str) -> Settings:
         storage=_get(top, "storage", _storage, StorageSettings()),
         avatar=_get(top, "avatar", _avatar, AvatarSettings()),
         auth=_auth(top.get("auth"), top.get("storage")),
+        console=_get(top, "console", _console, ConsoleSettings()),
         stt=_get(top, "stt", _stt, SttSettings()),
         metrics=_get(top, "metrics", _metrics, MetricsSettings()),
     )
@@ -870,6 +889,20 @@ def _auth(node: _Node | None, storage: _Node | None) -> AuthSettings:
         if admin is None or admin.value in (None, ""):
             admin = legacy
     return AuthSettings(api_keys=_keys(n.get("api_keys")), admin_keys=_keys(admin))
+
+
+def _console(node: _Node) -> ConsoleSettings:
+    n = node.mapping(("enabled",))
+    return ConsoleSettings(enabled=_get(n, "enabled", _switch, False))
+
+
+def _switch(node: _Node) -> bool:
+    """A YAML boolean, or from the environment one of 1/true/yes/on, 0/false/no/off."""
+    if isinstance(node.value, _FromEnvironment):
+        if node.value.strip().lower() in _TRUE + _FALSE:
+            return node.value.strip().lower() in _TRUE
+        raise node.fail(f"{str(node.value)!r} is not a boolean (1/true/on or 0/false/off)")
+    return node.boolean()
 
 
 def _keys(node: _Node | None) -> tuple[Secret, ...]:

@@ -102,7 +102,9 @@ def _chat(route: Route, settings: Settings) -> Operation:
         "type": "object", "required": ["message"],
         "description": "Other fields (locale, page, ...) travel to the backend in `context`.",
         "properties": {
-            "message": {"type": "string", "minLength": 1, "maxLength": limits.max_message_chars, "pattern": r"\S"},
+            "message": {"type": "string", "minLength": 1, "maxLength": limits.max_message_chars,
+                        # not only whitespace, as Python's str.isspace() sees it (it counts \x1c-\x1f, \x85)
+                        "pattern": r"[^\s\x1c-\x1f\x85]"},
             # null is the same as absent for the optional fields
             "sessionId": {**_identifier(limits.max_session_id_chars), "type": ["string", "null"]},
             "history": {**_messages(["user", "assistant"], limits.max_history, limits.max_history_content_chars),
@@ -216,16 +218,35 @@ _OPERATIONS: dict[str, Callable[[Route, Settings], Operation]] = {
 }
 
 
+# An RFC 3339 date-time (all parse), or empty for no bound.
+_PERIOD_BOUND = {"type": "string", "anyOf": [{"format": "date-time"}, {"maxLength": 0}]}
+
+
 def _admin_paths() -> dict[str, Any]:
     query = [
         {"name": "sessionId", "in": "query", "description": "Only conversations of this session",
          "schema": {"type": "string"}},
-        # ISO-8601 dates or times (Python's fromisoformat: 2026-11-01, 2026-11-01T10:00, ...Z)
-        {"name": "from", "in": "query", "schema": {"type": "string"}},
-        {"name": "to", "in": "query", "schema": {"type": "string"}},
+        # ISO-8601 dates or times (Python's fromisoformat: 2026-11-01, 2026-11-01T10:00, ...Z);
+        # described as RFC 3339 date-times, which all parse.
+        {"name": "from", "in": "query", "schema": _PERIOD_BOUND},
+        {"name": "to", "in": "query", "schema": _PERIOD_BOUND},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
         {"name": "cursor", "in": "query", "description": "Opaque: only a nextCursor this API issued",
          "schema": {"type": "string"}},
+    ]
+    query.insert(1, {"name": "q", "in": "query", "description": "Only conversations whose text contains this",
+                     "schema": {"type": "string"}})
+    period = [query[2], query[3]]
+    top = {"name": "top", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
+    stats = {"type": "object", "required": ["days", "conversations", "turns"],
+             "properties": {"days": {"type": "array"}, "conversations": {"type": "integer"},
+                            "turns": {"type": "integer"}, "backendErrors": {"type": "integer"},
+                            "latencyMs": {"type": "object"}, "topQuestions": {"type": "array"},
+                            "topSources": {"type": "array"}, "conversationMinutes": {"type": "number"}}}
+    export = [
+        {"name": "kind", "in": "query", "schema": {"enum": ["conversations", "turns"]}},
+        {"name": "format", "in": "query", "schema": {"enum": ["jsonl", "csv"]}},
+        *period,
     ]
     page = {"type": "object", "required": ["conversations", "nextCursor"],
             "properties": {"conversations": {"type": "array", "items": _ref("Conversation")},
@@ -238,6 +259,18 @@ def _admin_paths() -> dict[str, Any]:
             "One stored conversation with its messages (admin key)", {200: _ok(_ref("Conversation"))},
             errors=(401, 404, 503), secured=True,
             parameters=[{"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}])},
+        "/api/admin/stats": {"get": _operation(
+            "Counts, latency percentiles, failures, top questions and sources (admin key)", {200: _ok(stats)},
+            errors=(400, 401, 503), secured=True, parameters=[*period, top])},
+        "/api/admin/export": {"get": _operation(
+            "Conversations or chat turns as a JSON Lines or CSV download (admin key)",
+            {200: {"description": "The export", "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}}},
+            errors=(400, 401, 503), secured=True, parameters=export)},
+        "/api/admin/charts/activity": {"get": _operation(
+            "Conversations and chat turns per day, as SVG (admin key)",
+            {200: {"description": "An SVG chart", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}},
+            errors=(400, 401, 503), secured=True, parameters=period)},
     }
 
 

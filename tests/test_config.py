@@ -139,7 +139,7 @@ routes:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("routes: []\nbogus: 1", "bogus: unknown key (expected one of: server, client, rate_limit, health, storage, routes, avatar, auth, stt, metrics)"),
+        ("routes: []\nbogus: 1", "bogus: unknown key (expected one of: server, client, rate_limit, health, storage, routes, avatar, auth, stt, metrics, console)"),
         ("server: {}", "<root>: missing required key 'routes'"),
         ("routes: {}", "routes: {} is not a list"),
         ("routes: [{handler: chat}]", "routes[0]: missing required key 'path'"),

@@ -73,6 +73,7 @@ def test_demo_answers_with_sources_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert body["sessionId"]
         assert "60 days" in body["response"]
         assert body["sources"] == [{"title": "Returns & Exchanges", "url": f"http://127.0.0.1:{backend_port}/docs/returns"}]
+        assert httpx.get(f"{gateway}/console/").status_code == 200  # the console is on in the demo
         health = httpx.get(f"{gateway}/api/health").json()
         assert health["providers"]["llm"] == "connected"
         # The script polls the gateway too, and prints the hints once it has seen it answer.
@@ -96,6 +97,7 @@ def test_demo_answers_with_sources_and_stops_on_sigterm(tmp_path: Path) -> None:
         log.close()
     output = (tmp_path / "demo.log").read_text()
     assert f"curl -s http://127.0.0.1:{gateway_port}/api/chat" in output
+    assert f"talk to the avatar in a browser: http://127.0.0.1:{gateway_port}/console/" in output
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,10 @@ class Stats:
     turns: int
     backend_errors: int
     top_sources: list[dict[str, Any]]  # {"title", "url", "citations"}
+    conversation_seconds: float = 0.0  # the sum of the logged conversations' metadata.duration
+    answered: int = 0  # turns the backend answered (status 200) with a measured latency
+    latency_ms: dict[str, float | None] = field(default_factory=dict)  # {"p50", "p90", "p99"}, nearest rank
+    top_questions: list[dict[str, Any]] = field(default_factory=list)  # {"question", "count"}, normalised
 
     @property
     def backend_error_rate(self) -> float | None:
@@ -98,6 +102,10 @@ class Stats:
             "backendErrors": self.backend_errors,
             "backendErrorRate": self.backend_error_rate,
             "topSources": self.top_sources,
+            "conversationMinutes": round(self.conversation_seconds / 60, 2),
+            "answeredTurns": self.answered,
+            "latencyMs": self.latency_ms,
+            "topQuestions": self.top_questions,
         }
 
 
@@ -114,7 +122,13 @@ class Store(Protocol):
         ...
     async def record_turns(self, turns: list[ChatTurnRecord]) -> None: ...
     async def list_conversations(
-        self, session_id: str | None, since: float | None, until: float | None, limit: int, cursor: str | None
+        self,
+        session_id: str | None,
+        since: float | None,
+        until: float | None,
+        limit: int,
+        cursor: str | None,
+        text: str | None = None,
     ) -> Page: ...
     async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
     def export(self, kind: str, since: float | None, until: float | None) -> AsyncIterator[dict[str, Any]]: ...

@@ -25,6 +25,7 @@ from gateway.storage.base import (
 )
 
 EXPORT_CHUNK = 500
+PERCENTILES = (50, 90, 99)
 _LARGEST_DOUBLE = 1.7976931348623157e308
 
 
@@ -35,10 +36,16 @@ class SQLReads:
         raise NotImplementedError
 
     async def list_conversations(
-        self, session_id: str | None, since: float | None, until: float | None, limit: int, cursor: str | None
+        self,
+        session_id: str | None,
+        since: float | None,
+        until: float | None,
+        limit: int,
+        cursor: str | None,
+        text: str | None = None,
     ) -> Page:
         after = decode_cursor(cursor) if cursor else None
-        query, args = sql.list_query(session_id, since, until, limit, after)
+        query, args = sql.list_query(session_id, since, until, limit, after, text)
         rows = await self._fetch(query, args)
         items = [_conversation(r, with_messages=False) for r in rows[:limit]]
         more = len(rows) > limit
@@ -66,12 +73,14 @@ class SQLReads:
         w = sql.where(clauses)
         conv = (await self._fetch(sql.CONVERSATION_TOTALS + w, args))[0]
         average_duration = None if conv["d"] is None else float(conv["d"])
+        total_duration = float(conv["t"] or 0)
         if average_duration is not None and not math.isfinite(average_duration):
-            # An Infinity stored by an older version would swallow the average: leave it out.
+            # An Infinity stored by an older version would swallow the average and the sum: leave it out.
             finite = sql.where([*clauses, "duration < ?", "duration > ?"])
-            query = "SELECT avg(duration) AS d FROM conversations" + finite
+            query = "SELECT avg(duration) AS d, sum(duration) AS t FROM conversations" + finite
             row = (await self._fetch(query, [*args, _LARGEST_DOUBLE, -_LARGEST_DOUBLE]))[0]
             average_duration = None if row["d"] is None else float(row["d"])
+            total_duration = float(row["t"] or 0)
         turns = (await self._fetch(sql.TURN_TOTALS + w, args))[0]
         days: dict[str, dict[str, Any]] = {}
         for table, name in (("conversations", "conversations"), ("chat_turns", "turns")):
@@ -79,6 +88,9 @@ class SQLReads:
             for row in await self._fetch(query, qargs):
                 days.setdefault(row["day"], {"day": row["day"], "conversations": 0, "turns": 0})[name] = row["n"]
         cited = await self._fetch(f"SELECT sources FROM chat_turns{w}", args)
+        query, qargs = sql.top_questions(self.dialect, since, until, top)
+        questions = [{"question": r["question"], "count": r["n"]} for r in await self._fetch(query, qargs)]
+        answered, latency = await self._latency(since, until)
         return Stats(
             days=[days[d] for d in sorted(days)],
             conversations=conv["n"],
@@ -87,7 +99,25 @@ class SQLReads:
             turns=turns["n"],
             backend_errors=int(turns["e"]),
             top_sources=top_sources(cited, top),
+            conversation_seconds=total_duration,
+            answered=answered,
+            latency_ms=latency,
+            top_questions=questions,
         )
+
+    async def _latency(self, since: float | None, until: float | None) -> tuple[int, dict[str, float | None]]:
+        """Nearest-rank percentiles (the smallest value with at least p% of values at or below it),
+        one read each: the same SQL on both dialects, no rows brought into Python."""
+        query, args = sql.answered_count(since, until)
+        n = int((await self._fetch(query, args))[0]["n"])
+        latency: dict[str, float | None] = {}
+        for p in PERCENTILES:
+            if n == 0:
+                latency[f"p{p}"] = None
+                continue
+            query, args = sql.latency_at(since, until, max(math.ceil(p / 100 * n), 1) - 1)
+            latency[f"p{p}"] = float((await self._fetch(query, args))[0]["v"])
+        return n, latency
 
 
 # Versions before issue 11 accepted numbers beyond a double (``1e999``) and stored them as

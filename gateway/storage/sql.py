@@ -3,6 +3,7 @@ and the versioned migrations applied at startup."""
 
 from __future__ import annotations
 
+import json
 import re
 
 # Column types that differ between the dialects; the schema is written once with these.
@@ -63,7 +64,9 @@ INSERT_TURN = (
 )
 SUMMARY_COLUMNS = "id, session_id, created_at, duration, source, message_count, metadata"
 GET_CONVERSATION = f"SELECT {SUMMARY_COLUMNS}, messages FROM conversations WHERE id = ?"
-CONVERSATION_TOTALS = "SELECT count(*) AS n, avg(duration) AS d, avg(message_count) AS m FROM conversations"
+CONVERSATION_TOTALS = (
+    "SELECT count(*) AS n, avg(duration) AS d, avg(message_count) AS m, sum(duration) AS t FROM conversations"
+)
 TURN_TOTALS = "SELECT count(*) AS n, coalesce(sum(CASE WHEN status <> 200 THEN 1 ELSE 0 END), 0) AS e FROM chat_turns"
 PURGE = ("DELETE FROM conversations WHERE created_at < ?", "DELETE FROM chat_turns WHERE created_at < ?")
 EXPORT_COLUMNS = {
@@ -71,6 +74,18 @@ EXPORT_COLUMNS = {
     "turns": "id, created_at, session_id, request_id, message, answer, sources, upstream_ms, status, error_code",
 }
 EXPORT_TABLES = {"conversations": "conversations", "turns": "chat_turns"}
+
+
+# A question, normalised for counting: lower case, without the spaces and punctuation around it
+# ("Do you ship to Canada?" and "do you ship to canada" are one question). trim(X, Y) in SQLite
+# and btrim(X, Y) in PostgreSQL strip the same characters; the question mark is written as a
+# code (63, \x3F) because a literal one would be taken for a placeholder.
+QUESTION = {
+    "sqlite": "lower(trim(message, ' !.,;:' || char(63, 9, 10, 13)))",
+    "postgres": "lower(btrim(message, E' !.,;:\\x3F\\t\\n\\r'))",
+}
+# Latency is the backend's answer time of the turns it answered.
+ANSWERED = ["status = 200", "upstream_ms IS NOT NULL"]
 
 
 def where(clauses: list[str]) -> str:
@@ -90,18 +105,34 @@ def time_range(since: float | None, until: float | None) -> tuple[list[str], lis
 
 
 def list_query(
-    session_id: str | None, since: float | None, until: float | None, limit: int, after: tuple[float, str] | None
+    session_id: str | None,
+    since: float | None,
+    until: float | None,
+    limit: int,
+    after: tuple[float, str] | None,
+    text: str | None = None,
 ) -> tuple[str, list[object]]:
-    """Newest first, keyset-paginated on (created_at, id)."""
+    """Newest first, keyset-paginated on (created_at, id); ``text`` is found anywhere in the
+    transcript, ignoring case."""
     clauses, args = time_range(since, until)
     if session_id is not None:
         clauses.append("session_id = ?")
         args.append(session_id)
+    if text:
+        clauses.append("lower(messages) LIKE lower(?) ESCAPE '!'")
+        args.append(f"%{_like(text)}%")
     if after is not None:
         clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
         args.extend([after[0], after[0], after[1]])
     sql = f"SELECT {SUMMARY_COLUMNS} FROM conversations{where(clauses)} ORDER BY created_at DESC, id DESC LIMIT ?"
     return sql, [*args, limit + 1]
+
+
+def _like(text: str) -> str:
+    """``text`` as it appears inside the stored JSON of the messages (quotes and backslashes
+    escaped, non-ASCII kept), with LIKE's wildcards escaped."""
+    encoded = json.dumps(text, ensure_ascii=False)[1:-1]
+    return encoded.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 def export_query(
@@ -120,6 +151,29 @@ def per_day(dialect: str, table: str, since: float | None, until: float | None) 
     clauses, args = time_range(since, until)
     day = DAY[dialect]
     return f"SELECT {day} AS day, count(*) AS n FROM {table}{where(clauses)} GROUP BY 1 ORDER BY 1", args
+
+
+def top_questions(dialect: str, since: float | None, until: float | None, top: int) -> tuple[str, list[object]]:
+    clauses, args = time_range(since, until)
+    q = QUESTION[dialect]
+    return (
+        f"SELECT {q} AS question, count(*) AS n FROM chat_turns{where(clauses)} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+        [*args, top],
+    )
+
+
+def answered_count(since: float | None, until: float | None) -> tuple[str, list[object]]:
+    clauses, args = time_range(since, until)
+    return f"SELECT count(*) AS n FROM chat_turns{where([*clauses, *ANSWERED])}", args
+
+
+def latency_at(since: float | None, until: float | None, offset: int) -> tuple[str, list[object]]:
+    """The answered turn's latency at ``offset`` in ascending order (nearest-rank percentiles)."""
+    clauses, args = time_range(since, until)
+    return (
+        f"SELECT upstream_ms AS v FROM chat_turns{where([*clauses, *ANSWERED])} ORDER BY upstream_ms LIMIT 1 OFFSET ?",
+        [*args, offset],
+    )
 
 
 def numbered(sql: str) -> str:

@@ -1,0 +1,211 @@
+"""The console's server side: mounted only when enabled, a strict CSP, pages without inline
+code; the admin API the dashboard reads (statistics, search, export, chart) on both real
+stores (SQLite file, PostgreSQL server). The pages themselves: tests/test_console_browser.py."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway.console import STATIC
+from gateway.errors import ConfigError
+from gateway.storage import NewConversation, open_store
+from gateway.storage.base import ChatTurnRecord
+from tests.conftest import make_settings
+from tests.pg_service import postgres, postgres_url  # noqa: F401  (fixtures)
+
+ADMIN = "admin-key-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def yaml_text(store_url: str = "sqlite:///:memory:", console: str = "", admin: bool = True) -> str:
+    return f"""
+server: {{log_format: json}}
+storage: {{url: "{store_url}", record_chat_turns: false}}
+auth: {{admin_keys: "{ADMIN if admin else ''}"}}
+{console}
+routes:
+  - path: /api/health
+    handler: health
+  - path: /api/conversations/log
+    handler: conversations
+"""
+
+
+# -- mounting and headers ---------------------------------------------------------------------
+
+
+def test_the_console_is_off_unless_enabled(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(make_settings(yaml_text=yaml_text(f"sqlite:///{tmp_path}/g.db")))
+    response = client.get("/console/")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "NOT_FOUND", "message": "No route for /console/"}}
+
+
+@pytest.mark.parametrize(
+    ("env", "file", "enabled"),
+    [
+        pytest.param({}, "console: {enabled: true}", True, id="file-true"),
+        pytest.param({"GATEWAY_CONSOLE": "1"}, "", True, id="env-1"),
+        pytest.param({"GATEWAY_CONSOLE": "on"}, "console: {enabled: false}", True, id="env-wins-over-file"),
+        pytest.param({"GATEWAY_CONSOLE": "0"}, "console: {enabled: true}", False, id="env-0"),
+        pytest.param({}, "", False, id="default-off"),
+    ],
+)
+def test_console_switch(env: dict[str, str], file: str, enabled: bool) -> None:
+    assert make_settings(yaml_text=yaml_text(console=file), env=env).console.enabled is enabled
+
+
+def test_console_switch_errors_name_where_the_value_came_from() -> None:
+    with pytest.raises(ConfigError) as env_error:
+        make_settings(yaml_text=yaml_text(), env={"GATEWAY_CONSOLE": "maybe"})
+    assert str(env_error.value) == "GATEWAY_CONSOLE (environment): 'maybe' is not a boolean (1/true/on or 0/false/off)"
+    with pytest.raises(ConfigError) as file_error:
+        make_settings(yaml_text=yaml_text(console="console: {enabled: 'yes'}"))
+    assert str(file_error.value) == "console.enabled: 'yes' is not a boolean (true or false)"
+
+
+def test_console_pages_and_assets_carry_a_strict_csp(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(make_settings(yaml_text=yaml_text(f"sqlite:///{tmp_path}/g.db", "console: {enabled: true}")))
+    for path in ("/console/", "/console/analytics", "/console/assets/playground.js", "/console/assets/console.css"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        csp = response.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "script-src 'self';" in csp and "style-src 'self';" in csp
+        assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp and "frame-ancestors 'none'" in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/console/assets/playground.js").headers["content-type"].startswith("text/javascript")
+    redirect = client.get("/console", follow_redirects=False)
+    assert redirect.status_code in (307, 308) and redirect.headers["location"].endswith("/console/")
+    assert client.get("/console/assets/nothing.js").status_code == 404
+
+
+def test_pages_have_no_inline_script_or_style_and_every_control_a_label() -> None:
+    for page in ("index.html", "analytics.html"):
+        html = (STATIC / page).read_text()
+        assert re.findall(r"<script(?![^>]*\bsrc=)", html) == [], page
+        assert "<style" not in html and " style=" not in html and re.search(r"\son\w+=", html) is None, page
+        for control in re.finditer(r"<(?:input|select)\b[^>]*>", html):
+            ident = re.search(r'\bid="([^"]+)"', control.group())
+            wrapped = html[: control.start()].endswith("<label>")
+            assert wrapped or (ident is not None and f'for="{ident.group(1)}"' in html), control.group()
+    for script in (STATIC / "assets").glob("*.js"):
+        code = script.read_text()
+        assert "innerHTML" not in code and "eval(" not in code and "new Function" not in code, script.name
+
+
+# -- the admin API behind the dashboard, on both stores ----------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/gateway.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+QUESTIONS = ["Do you ship to Canada?", "do you ship to canada", "  DO YOU SHIP TO CANADA!! ", "Returns?"]
+
+
+async def seed(store_url: str) -> None:
+    store = open_store(store_url)
+    await store.open()
+    try:
+        for i, text in enumerate(['50% "off"_now', "plain words", "50 percent off now"]):
+            await store.record_conversation(NewConversation(
+                f"s{i}", [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}],
+                {"duration": 60.0 * (i + 1)}, created_at=T0 + i * 3600,
+            ))
+        # 100 answered turns of 1..100 ms, and failures whose timings must not count.
+        turns = [ChatTurnRecord("s0", f"r{ms}", QUESTIONS[ms % 4], "a", [], float(ms), 200, created_at=T0 + ms)
+                 for ms in range(1, 101)]
+        turns += [ChatTurnRecord("s0", f"e{i}", "Down?", None, [], 5000.0, 502, "PROVIDER_ERROR", created_at=T0 + 200 + i)
+                  for i in range(25)]
+        await store.record_turns(turns)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def admin_client(client_for, store_url: str):  # type: ignore[no-untyped-def]
+    asyncio.run(seed(store_url))
+    return client_for(make_settings(yaml_text=yaml_text(store_url)))
+
+
+def test_stats_latency_failures_questions_and_minutes(admin_client) -> None:  # type: ignore[no-untyped-def]
+    stats = admin_client.get("/api/admin/stats?top=3", headers=AUTH).json()
+    assert stats["turns"] == 125 and stats["backendErrors"] == 25 and stats["backendErrorRate"] == pytest.approx(0.2)
+    # Nearest rank over answered turns only: the 5000 ms failures are not answers.
+    assert stats["answeredTurns"] == 100
+    assert stats["latencyMs"] == {"p50": 50.0, "p90": 90.0, "p99": 99.0}
+    assert stats["topQuestions"] == [
+        {"question": "do you ship to canada", "count": 75},
+        {"question": "down", "count": 25},
+        {"question": "returns", "count": 25},
+    ]
+    assert stats["conversationMinutes"] == 6.0  # 60 + 120 + 180 seconds
+    assert stats["conversations"] == 3
+    window = admin_client.get("/api/admin/stats?from=2026-01-02", headers=AUTH).json()
+    assert window["turns"] == 0 and window["latencyMs"] == {"p50": None, "p90": None, "p99": None}
+    assert admin_client.get("/api/admin/stats?top=0", headers=AUTH).json()["error"]["message"] == (
+        "Query parameter 'top' must be an integer from 1 to 100"
+    )
+
+
+def test_search_by_text_is_literal_and_ignores_case(admin_client) -> None:  # type: ignore[no-untyped-def]
+    def found(query: str) -> list[str]:
+        page = admin_client.get("/api/admin/conversations", params={"q": query}, headers=AUTH).json()
+        return [c["sessionId"] for c in page["conversations"]]
+
+    assert found("50%") == ["s0"]  # % is a character, not a wildcard
+    assert found('"OFF"_') == ["s0"]  # quotes as typed, _ literal, case ignored
+    assert found("off") == ["s2", "s0"]
+    assert found("PLAIN") == ["s1"]
+    assert found("nowhere") == []
+    both = admin_client.get("/api/admin/conversations", params={"q": "off", "sessionId": "s2"}, headers=AUTH).json()
+    assert [c["sessionId"] for c in both["conversations"]] == ["s2"]
+    long = admin_client.get("/api/admin/conversations", params={"q": "x" * 201}, headers=AUTH)
+    assert long.status_code == 400
+
+
+def test_export_downloads_what_the_cli_writes(admin_client) -> None:  # type: ignore[no-untyped-def]
+    response = admin_client.get("/api/admin/export?kind=turns&format=csv", headers=AUTH)
+    assert response.status_code == 200 and response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert re.fullmatch(r'attachment; filename="turns-\d{8}T\d{6}Z\.csv"', response.headers["content-disposition"])
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 125 and rows[0]["requestId"] == "r1"
+    jsonl = admin_client.get("/api/admin/export?kind=conversations&format=jsonl", headers=AUTH)
+    records = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert [r["sessionId"] for r in records] == ["s0", "s1", "s2"] and "type" not in records[0]
+    bad = admin_client.get("/api/admin/export?kind=users", headers=AUTH)
+    assert bad.json()["error"]["message"] == "Query parameter 'kind' must be one of: conversations, turns"
+
+
+def test_activity_chart_draws_every_day_with_its_counts(admin_client) -> None:  # type: ignore[no-untyped-def]
+    response = admin_client.get("/api/admin/charts/activity?from=2025-12-31&to=2026-01-03", headers=AUTH)
+    assert response.headers["content-type"].startswith("image/svg+xml")
+    bars = re.findall(r'data-series="(\w+)" data-day="([\d-]+)" data-value="(\d+)"', response.text)
+    assert bars == [
+        ("conversations", "2025-12-31", "0"), ("turns", "2025-12-31", "0"),
+        ("conversations", "2026-01-01", "3"), ("turns", "2026-01-01", "125"),
+        ("conversations", "2026-01-02", "0"), ("turns", "2026-01-02", "0"),
+    ]
+    assert "<desc id=\"activity-desc\">3 conversations and 125 chat turns from 2025-12-31 to 2026-01-02</desc>" in response.text
+
+
+@pytest.mark.parametrize("path", ["/api/admin/stats", "/api/admin/export", "/api/admin/charts/activity"])
+def test_every_dashboard_call_needs_the_admin_key(client_for, tmp_path: Path, path: str) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(make_settings(yaml_text=yaml_text(f"sqlite:///{tmp_path}/g.db")))
+    for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"}):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "UNAUTHORIZED"
+    assert client.get(path, headers=AUTH).status_code == 200
+    off = client_for(make_settings(yaml_text=yaml_text(f"sqlite:///{tmp_path}/h.db", admin=False)))
+    assert off.get(path, headers=AUTH).status_code == 404  # no admin keys: the API does not exist

@@ -1,0 +1,308 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright, against real gateways
+and the reference backend on loopback. No browser download: Playwright drives /usr/bin/chromium
+(scripts/install installs it); without it these tests fail, they do not skip.
+
+Screenshots of both pages at desktop and phone widths are written to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
+
+from examples.reference_backend.app import create_app as create_backend
+from gateway.app import create_app
+from tests.conftest import free_port, make_settings, serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+ADMIN = "console-admin-key-0123456789"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+pytestmark = pytest.mark.integration
+
+
+def gateway_yaml(db: Path, chat_url: str, chat_extra: str = "", routes_extra: str = "") -> str:
+    return f"""
+server: {{log_format: json, log_level: warning}}
+storage: {{url: "sqlite:///{db}", record_chat_turns: true}}
+auth: {{admin_keys: "{ADMIN}"}}
+console: {{enabled: true}}
+routes:
+  - path: /api/chat
+    handler: chat
+    upstream: {{url: "{chat_url}", timeouts: {{connect: 1s, total: 5s}}}}
+{chat_extra}
+  - path: /api/health
+    handler: health
+  - path: /api/conversations/log
+    handler: conversations
+{routes_extra}"""
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[str]:
+    port = free_port()
+    with serve(create_backend(public_url=f"http://127.0.0.1:{port}"), port) as url:
+        yield url
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, backend: str) -> Callable[..., str]:
+    """Start a gateway with the console on (fresh SQLite file each) and return its base URL."""
+    stack: list[Any] = []
+
+    def start(chat_url: str = f"{backend}/api/chat", chat_extra: str = "", routes_extra: str = "") -> str:
+        db = tmp_path / f"gateway-{len(stack)}.db"
+        server = serve(create_app(make_settings(yaml_text=gateway_yaml(db, chat_url, chat_extra, routes_extra))))
+        stack.append(server)
+        return server.__enter__()
+
+    yield start
+    for server in reversed(stack):
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: scripts/install installs Debian's chromium package"
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    problems: list[str] = []
+
+    def watch(message: ConsoleMessage) -> None:
+        # A CSP violation or a script error is a bug in the page, whatever the test checks.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            problems.append(message.text)
+
+    page.on("console", watch)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    yield page
+    context.close()
+    assert problems == []
+
+
+def shoot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size(DESKTOP)
+    page.screenshot(path=SCREENSHOTS / f"{name}-desktop.png", full_page=True)
+    page.set_viewport_size(PHONE)
+    page.screenshot(path=SCREENSHOTS / f"{name}-phone.png", full_page=True)
+    # Nothing sticks out sideways on a phone.
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.set_viewport_size(DESKTOP)
+
+
+def ask(page: Page, question: str) -> None:
+    page.get_by_label("Your question").fill(question)
+    page.get_by_label("Your question").press("Enter")
+
+
+# -- the playground ---------------------------------------------------------------------------
+
+
+def test_playground_answers_a_typed_question_with_its_source_link_speaks_and_logs(
+    page: Page, gateway: Callable[..., str], backend: str
+) -> None:
+    base = gateway()
+    page.goto(f"{base}/console/")
+    expect(page.locator("#health")).to_have_text("Gateway ok: the chat backend is connected.")
+    ask(page, "How long do I have to return a jacket?")
+
+    answer = page.locator("#transcript li.assistant").last
+    expect(answer).to_contain_text("60 days")
+    link = answer.get_by_role("link", name="Returns & Exchanges")
+    expect(link).to_have_attribute("href", f"{backend}/docs/returns")
+    assert answer.get_attribute("data-transport") == "json"  # no SSE chat on this gateway yet
+    # Headless Chromium has no voices: the page must have tried to speak, and not broken.
+    speech = page.locator("#speech-status")
+    expect(speech).to_have_attribute("data-attempts", "1")
+    assert speech.get_attribute("data-state") in ("speaking", "spoken", "unavailable")
+
+    ask(page, "Do you ship to Canada?")
+    expect(page.locator("#transcript li.assistant")).to_have_count(2)
+    expect(page.locator("#transcript li.assistant").last.get_by_role("link", name="Shipping")).to_be_visible()
+    shoot(page, "playground")
+
+    page.get_by_role("button", name="End conversation").click()
+    expect(page.locator("#saved")).to_contain_text("Conversation saved (conv-")
+    conversation_id = page.locator("#saved").get_attribute("data-conversation-id")
+    stored = httpx.get(f"{base}/api/admin/conversations/{conversation_id}",
+                       headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert stored["messages"][0]["content"] == "How long do I have to return a jacket?"
+    assert stored["metadata"]["source"] == "console"
+
+
+def test_playground_is_keyboard_usable(page: Page, gateway: Callable[..., str]) -> None:
+    page.goto(f"{gateway()}/console/")
+    page.keyboard.press("Tab")  # the skip link first
+    page.keyboard.press("Enter")
+    page.keyboard.type("What is your warranty on tents?")
+    page.keyboard.press("Enter")
+    expect(page.locator("#transcript li.assistant").last.get_by_role("link")).to_have_count(1)
+
+
+def test_playground_says_when_the_backend_is_down_then_rate_limited(page: Page, gateway: Callable[..., str]) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/api/chat"
+    page.goto(f"{gateway(dead, '    rate_limit: 1/minute')}/console/")
+    expect(page.locator("#health")).to_contain_text("the chat backend is not answering")
+    ask(page, "Anyone there?")
+    expect(page.get_by_role("alert")).to_have_text(
+        "No answer: Chat backend could not be reached: connection refused or host unknown. Try again shortly."
+    )
+    ask(page, "Anyone there now?")
+    expect(page.get_by_role("alert")).to_contain_text("Too many requests: the gateway's rate limit was reached. Try again in")
+    expect(page.locator("#transcript li.assistant")).to_have_count(0)
+    expect(page.get_by_label("Your question")).to_be_enabled()
+
+
+def test_playground_marks_a_fallback_answer(page: Page, gateway: Callable[..., str]) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/api/chat"
+    page.goto(f"{gateway(dead, '    fallback_response: Our assistant is resting.')}/console/")
+    ask(page, "Hello?")
+    expect(page.locator("#transcript li.assistant").last).to_contain_text("Our assistant is resting.")
+    expect(page.locator("#notice")).to_have_text(
+        "The chat backend is unavailable right now; this is the gateway's fallback answer."
+    )
+
+
+# -- the dashboard ----------------------------------------------------------------------------
+
+
+def seed(base: str) -> dict[str, str]:
+    """Through the public routes: three chat turns, two logged conversations."""
+    sessions = {}
+    with httpx.Client(base_url=base) as client:
+        for question in ("How long do I have to return a jacket?", "how long do I have to return a jacket",
+                         "Do you ship to Canada?"):
+            assert client.post("/api/chat", json={"message": question}).status_code == 200
+        for name, text in (("tents", "Do you sell tent pegs?"), ("boots", "Are my boots waterproof?")):
+            body = {"sessionId": f"session-{name}", "messages": [{"role": "user", "content": text},
+                                                                  {"role": "assistant", "content": f"About {name}."}],
+                    "metadata": {"duration": 90, "source": "test"}}
+            sessions[name] = client.post("/api/conversations/log", json=body).json()["conversationId"]
+        deadline = time.monotonic() + 5  # chat turns are written behind the answer
+        while client.get("/api/admin/stats", headers={"Authorization": f"Bearer {ADMIN}"}).json()["turns"] < 3:
+            assert time.monotonic() < deadline, "chat turns were not recorded"
+            time.sleep(0.05)
+    return sessions
+
+
+def test_dashboard_refuses_a_wrong_key_then_shows_what_visitors_did(
+    page: Page, gateway: Callable[..., str]
+) -> None:
+    base = gateway()
+    sessions = seed(base)
+    page.goto(f"{base}/console/analytics")
+
+    page.get_by_label("Admin key").fill("not-the-admin-key-at-all")
+    page.get_by_role("button", name="Open the dashboard").click()
+    expect(page.get_by_role("alert")).to_have_text("The admin key was refused. Check it and try again.")
+    expect(page.locator("#dashboard")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+
+    page.get_by_label("Admin key").fill(ADMIN)
+    page.get_by_label("Admin key").press("Enter")
+    expect(page.locator("#t-conversations")).to_have_text("2")
+    expect(page.locator("#t-turns")).to_have_text("3")
+    expect(page.locator("#t-failed")).to_have_text("0.0% 0 of 3")
+    expect(page.locator("#t-minutes")).to_have_text("3")
+    expect(page.locator("#t-p50")).to_contain_text(" ms")
+
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    bars = page.locator(f"#activity svg rect[data-day='{today}']")
+    expect(bars).to_have_count(2)
+    assert page.locator(f"#activity rect[data-series='conversations'][data-day='{today}']").get_attribute("data-value") == "2"
+    assert page.locator(f"#activity rect[data-series='turns'][data-day='{today}']").get_attribute("data-value") == "3"
+    assert page.locator("#activity rect[data-series='turns']").count() == 14  # every day of the period drawn
+    assert float(page.locator(f"#activity rect[data-series='turns'][data-day='{today}']").get_attribute("height") or 0) > 0
+
+    first_question = page.locator("#questions tr").first
+    expect(first_question).to_have_text("how long do i have to return a jacket2")
+    expect(page.locator("#sources tr").first.get_by_role("link")).to_have_text("Returns & Exchanges")
+    expect(page.locator("#conversations tr")).to_have_count(2)
+    shoot(page, "dashboard")
+
+    page.get_by_label("Text").fill("tent pegs")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator("#conversations tr")).to_have_count(1)
+    expect(page.locator("#conversations tr")).to_have_attribute("data-id", sessions["tents"])
+    page.get_by_label("Text").fill("")
+    page.get_by_label("Session").fill("session-boots")
+    page.get_by_label("Session").press("Enter")
+    expect(page.locator("#conversations tr")).to_have_attribute("data-id", sessions["boots"])
+
+    page.get_by_role("button", name=f"View the transcript of {sessions['boots']}").click()
+    expect(page.locator("#transcript li")).to_have_text(["userAre my boots waterproof?", "assistantAbout boots."])
+    expect(page.locator("#transcript-panel")).to_be_focused()
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Conversations (CSV)").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0] == "conversationId,sessionId,createdAt,messageCount,metadata,messages"
+    assert len(lines) == 3 and download.value.suggested_filename.endswith(".csv")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Chat turns (JSONL)").click()
+    assert len(Path(download.value.path()).read_text().splitlines()) == 3
+
+
+# -- the microphone: Chromium's fake audio device plays an espeak-ng WAV -----------------------
+
+
+def test_microphone_recording_reaches_transcribe_and_a_refusal_is_said(
+    tmp_path: Path, playwright: Playwright, gateway: Callable[..., str]
+) -> None:
+    """The page records through the (fake) microphone and uploads to /api/transcribe. The
+    route wants a server API key or a chatToken, which the console cannot hold yet, so the
+    gateway refuses and the page says why: the whole path up to the credential."""
+    from tests.stt_support import speak
+
+    wav = tmp_path / "question.wav"
+    wav.write_bytes(speak("Do you ship to Canada?"))
+    transcribe = "  - path: /api/transcribe\n    handler: transcribe\n"
+    base = gateway(routes_extra=transcribe)
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+    ])
+    try:
+        page = browser.new_page()
+        page.goto(f"{base}/console/")
+        expect(page.get_by_role("button", name="Hold to speak")).to_be_visible()
+        mic = page.locator("#mic")  # health reports a speech-to-text provider
+        with page.expect_request(lambda r: r.url.endswith("/api/transcribe") and r.method == "POST") as upload:
+            mic.focus()
+            page.keyboard.down(" ")
+            expect(mic).to_have_attribute("aria-pressed", "true")
+            page.wait_for_timeout(1500)
+            page.keyboard.up(" ")
+        assert (upload.value.headers.get("content-type") or "").startswith("multipart/form-data")
+        assert int(upload.value.all_headers().get("content-length", "0")) > 1000  # recorded audio, not an empty file
+        expect(page.get_by_role("alert")).to_have_text(
+            "Speech could not be transcribed: Not authorized: Missing Authorization header; "
+            "expected 'Authorization: Bearer <key>'."
+        )
+    finally:
+        browser.close()
