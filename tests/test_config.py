@@ -185,7 +185,7 @@ def test_errors_name_the_key_path_and_value(text: str, expected: str) -> None:
         ("timeouts: {connect: 0s}", "routes[0].upstream.timeouts.connect: '0s' is not a duration like '30s' or '500ms'"),
         ("timeouts: {connect: 5s, total: 1s}", "routes[0].upstream.timeouts: connect (5s) is longer than total (1s)"),
         ("headers: {'bad header': x}", "routes[0].upstream.headers.bad header: 'bad header' is not a valid header name"),
-        ("retries: 3", "routes[0].upstream.retries: unknown key (expected one of: url, timeouts, headers)"),
+        ("retry: 3", "routes[0].upstream.retry: unknown key (expected one of: url, timeouts, headers, retries, breaker)"),
     ],
 )
 def test_upstream_errors(extra: str, expected: str) -> None:
@@ -195,7 +195,7 @@ def test_upstream_errors(extra: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("mapping", "expected"),
     [
-        ("{request: {question: $msg}}", "routes[0].mapping.request.question: '$msg' is not one of: $message, $sessionId, $history, $context, $requestId"),
+        ("{request: {question: $msg}}", "routes[0].mapping.request.question: '$msg' is not one of: $message, $sessionId, $history, $context, $requestId, $stream"),
         ("{request: {id: $sessionId}}", "routes[0].mapping.request: maps nothing from '$message'; the backend would never see the question"),
         ("{request: {'a..b': $message}}", "routes[0].mapping.request.a..b: 'a..b' is not a field path like 'answer' or 'data.answer'"),
         ("{request: {q: $message, q.text: $history}}", "routes[0].mapping.request.q: conflicts with 'q.text'; a field cannot be both a value and an object"),
