@@ -85,8 +85,8 @@ def main() -> None:
                 samples = sorted(asyncio.run(measure(url, direct, concurrency, duration)))
                 ms = [s * 1000 for s in samples]
                 medians[target] = statistics.median(ms)
-                p = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]  # noqa: E731
-                print(f"{concurrency:>5} {target:8} {len(ms):>8} {medians[target]:>9.2f} {p(0.9):>9.2f} {p(0.99):>9.2f}")
+                p90, p99 = (ms[min(len(ms) - 1, int(q * len(ms)))] for q in (0.9, 0.99))
+                print(f"{concurrency:>5} {target:8} {len(ms):>8} {medians[target]:>9.2f} {p90:>9.2f} {p99:>9.2f}")
             summary.append((concurrency, medians["gateway"] - medians["direct"]))
         print()
         for concurrency, added in summary:
