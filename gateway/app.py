@@ -36,6 +36,7 @@ from gateway.middleware import RequestContextMiddleware
 from gateway.proxies import ClientResolver, parse_networks
 from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware, limited
 from gateway.signing import Signer
+from gateway.stt.runtime import SttRuntime, open_stt
 from gateway.upstream import UpstreamClient
 
 log = structlog.get_logger("gateway")
@@ -55,6 +56,7 @@ class State(TypedDict):
     conversations: Conversations | None
     avatar: AvatarRuntime | None
     chat_signer: Signer | None  # set when /api/chat requires a chatToken
+    stt: SttRuntime | None
 
 
 _HTTP_ERRORS: dict[int, type[errors.GatewayError]] = {
@@ -94,6 +96,7 @@ def create_app(
                 UpstreamClient(settings.client, transport) as upstream,
                 open_conversations(settings) as conversations,
                 open_avatar(settings, upstream, clock, (settings.rate_limit.storage_url, limiter.redis)) as avatar,
+                open_stt(settings, upstream) as stt,
             ):
                 log.info("gateway_started", config=settings.source, routes=[r.path for r in settings.routes])
                 yield State(
@@ -101,11 +104,12 @@ def create_app(
                     upstream=upstream,
                     limiter=limiter,
                     client_resolver=resolver,
-                    probes=_probes(settings, upstream, avatar),
+                    probes=_probes(settings, upstream, avatar, stt),
                     storage_probe=None if conversations is None else conversations.probe,
                     conversations=conversations,
                     avatar=avatar,
                     chat_signer=avatar.signer if avatar and settings.avatar.require_session_token else None,
+                    stt=stt,
                 )
         finally:
             await limiter.close()
@@ -136,7 +140,9 @@ def _endpoint(handler: Handler, route: Route) -> Callable[[Request], Awaitable[R
     return endpoint
 
 
-def _probes(settings: Settings, upstream: UpstreamClient, avatar: AvatarRuntime | None) -> dict[str, CachedProbe]:
+def _probes(
+    settings: Settings, upstream: UpstreamClient, avatar: AvatarRuntime | None, stt: SttRuntime | None = None
+) -> dict[str, CachedProbe]:
     h = settings.health
     urls = {"stt": h.stt_url, "avatar": h.avatar_url}
     chat_route = settings.route_for("chat")
@@ -148,6 +154,8 @@ def _probes(settings: Settings, upstream: UpstreamClient, avatar: AvatarRuntime 
             probes[kind] = CachedProbe(_url_probe(upstream, url, h.probe_timeout), h.cache_seconds)
     if avatar is not None and "avatar" not in probes:
         probes["avatar"] = avatar.probe(h)
+    if stt is not None and "stt" not in probes:
+        probes["stt"] = stt.probe(h)
     return probes
 
 

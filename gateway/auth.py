@@ -96,6 +96,18 @@ def authorize_chat(request: Request, signer: Signer | None) -> str | None:
     return chat_token_session(signer, bearer(request, "chatToken"))
 
 
+def key_or_chat_token(request: Request, keys: Sequence[str], signer: Signer | None) -> str | None:
+    """For billable routes a browser may call (speech-to-text): a server API key (None:
+    the caller names its own session), or, when chat tokens are on (``signer``), a valid
+    chatToken (its sessionId). 401 otherwise, as on the token route."""
+    credential = bearer(request, "key" if signer is None else "key or chatToken")
+    if key_matches(credential, keys):
+        return None
+    if signer is None:
+        raise unauthorized("Invalid API key", invalid=True)
+    return chat_token_session(signer, credential)
+
+
 def bind_chat_session(data: dict[str, Any], session_id: str | None) -> dict[str, Any]:
     """Pin a chat body to its token's session: an absent sessionId becomes the
     token's, a different one is refused (401)."""

@@ -98,6 +98,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         # The gateway resolves client IPs itself (trusted proxies, right to left).
         proxy_headers=False,
+        # uvicorn's httptools protocol, answering malformed HTTP and oversized heads in the envelope.
+        http="gateway.wire:GatewayProtocol",
         server_header=False,
         access_log=False,
         log_level="warning",

@@ -37,6 +37,8 @@ CHAT_URL_ENV = "CHAT_API_URL"
 CHAT_PATH = "/api/chat"
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# The largest default body (64 KiB) arrives in about 8 s at 64 kbit/s; a client slower than that is cut off.
+DEFAULT_BODY_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_TOTAL_TIMEOUT = 30.0
 DEFAULT_CONNECT_RETRIES = 2
@@ -75,6 +77,21 @@ DEFAULT_MAX_CONCURRENT_SESSIONS = 3
 DEFAULT_AVATAR_TIMEOUTS = (2.0, 10.0)
 DEFAULT_REAP_INTERVAL = 5.0
 MIN_SIGNING_SECRET_CHARS = 32
+STT_PROVIDERS = ("embedded", "deepgram", "assemblyai", "openai")
+STT_BASE_URLS = {
+    "deepgram": "https://api.deepgram.com",
+    "assemblyai": "https://api.assemblyai.com",
+    "openai": "https://api.openai.com",
+}
+STT_STREAMING_PROVIDERS = ("deepgram", "assemblyai")  # the ones that mint browser streaming tokens
+STT_MODELS = {"deepgram": "nova-3", "assemblyai": "universal", "openai": "whisper-1"}
+DEFAULT_STT_MAX_BYTES = 5 * 1024 * 1024
+DEFAULT_STT_MAX_SECONDS = 30.0
+DEFAULT_STT_TOKEN_TTL = 30.0
+MAX_STT_TOKEN_TTL = 600.0  # AssemblyAI's ceiling; Deepgram grants are short-lived too
+DEFAULT_STT_TIMEOUTS = (2.0, 30.0)
+DEFAULT_STT_CONCURRENCY = 2
+DEFAULT_STT_QUEUE = 16
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -93,6 +110,7 @@ class HandlerSpec:
     methods: tuple[str, ...] = ("POST",)
     uses_avatar: bool = False  # needs the avatar runtime (provider, session guard)
     uses_storage: bool = False  # needs the conversation store
+    uses_stt: bool = False  # needs the speech-to-text runtime
 
 
 # The one handler registry: config validates names against it, the app imports from it.
@@ -103,6 +121,9 @@ HANDLERS: Mapping[str, HandlerSpec] = {
     "health": HandlerSpec("gateway.health:health", "100/minute", methods=("GET",)),
     "conversations": HandlerSpec("gateway.conversations:log_conversation", "60/minute", uses_storage=True),
     "session_end": HandlerSpec("gateway.tokens:end_session", "60/minute", uses_avatar=True),
+    # Billable: counted per session (the chatToken's, or the caller's ?sessionId=).
+    "transcribe": HandlerSpec("gateway.transcribe:transcribe", "20/minute", "session", uses_stt=True),
+    "stt_token": HandlerSpec("gateway.transcribe:stt_token", "10/minute", "session", uses_stt=True),
 }
 
 class Secret(str):
@@ -230,6 +251,7 @@ class Route:
 @dataclass(frozen=True)
 class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout: float = DEFAULT_BODY_TIMEOUT  # deadline for reading a whole request body (408)
     log_format: str = "auto"
     log_level: str = "info"
     log_message_content: bool = False
@@ -316,6 +338,30 @@ class AvatarSettings:
 
 
 @dataclass(frozen=True)
+class SttSettings:
+    """Speech-to-text: the provider, its key and the limits on audio; see README "Speech-to-text"."""
+
+    provider: str = "embedded"
+    api_key: Secret | None = None
+    base_url: str | None = None
+    streaming_url: str | None = None  # AssemblyAI's token host (streaming.assemblyai.com)
+    model: str | None = None
+    language: str = "en"
+    timeouts: Timeouts = field(default_factory=lambda: Timeouts(*DEFAULT_STT_TIMEOUTS))
+    phrases: tuple[str, ...] = ()
+    phrases_files: tuple[str, ...] = ()  # files or directories of .md / .txt
+    max_bytes: int = DEFAULT_STT_MAX_BYTES
+    max_seconds: float = DEFAULT_STT_MAX_SECONDS
+    token_ttl: float = DEFAULT_STT_TOKEN_TTL
+    concurrency: int = DEFAULT_STT_CONCURRENCY  # embedded recognitions (processes) at once
+    max_queue: int = DEFAULT_STT_QUEUE  # transcriptions waiting beyond that: 503
+
+    def __repr__(self) -> str:
+        key = "set" if self.api_key else "unset"
+        return f"SttSettings(provider={self.provider!r}, api_key={key}, model={self.model!r})"
+
+
+@dataclass(frozen=True)
 class Settings:
     routes: tuple[Route, ...]
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -326,6 +372,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     avatar: AvatarSettings = field(default_factory=AvatarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    stt: SttSettings = field(default_factory=SttSettings)
 
     def route_for(self, handler: str) -> Route | None:
         return next((r for r in self.routes if r.handler == handler), None)
@@ -333,6 +380,10 @@ class Settings:
     @property
     def uses_avatar(self) -> bool:
         return self.avatar.require_session_token or any(HANDLERS[r.handler].uses_avatar for r in self.routes)
+
+    @property
+    def uses_stt(self) -> bool:
+        return any(HANDLERS[r.handler].uses_stt for r in self.routes)
 
     @property
     def uses_storage(self) -> bool:
@@ -501,7 +552,7 @@ def _get(nodes: dict[str, _Node], key: str, parse: Any, default: Any) -> Any:
 
 
 def _settings(root: _Node, source: str) -> Settings:
-    top = root.mapping(("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth"))
+    top = root.mapping(("server", "client", "rate_limit", "health", "storage", "routes", "avatar", "auth", "stt"))
     if "routes" not in top:
         raise root.fail("missing required key 'routes'")
     routes = tuple(_route(node) for node in top["routes"].items())
@@ -520,7 +571,14 @@ def _settings(root: _Node, source: str) -> Settings:
         storage=_get(top, "storage", _storage, StorageSettings()),
         avatar=_get(top, "avatar", _avatar, AvatarSettings()),
         auth=_auth(top.get("auth"), top.get("storage")),
+        stt=_get(top, "stt", _stt, SttSettings()),
     )
+    if settings.route_for("stt_token") and settings.stt.provider not in STT_STREAMING_PROVIDERS:
+        index = next(i for i, r in enumerate(routes) if r.handler == "stt_token")
+        raise ConfigError(
+            f"routes[{index}].handler: 'stt_token' needs stt.provider {' or '.join(STT_STREAMING_PROVIDERS)} "
+            f"(provider {settings.stt.provider!r} has no browser streaming tokens)"
+        )
     if settings.avatar.production and settings.route_for("token") and not settings.auth.api_keys:
         raise ConfigError("auth.api_keys: required when avatar.production is true (set GATEWAY_API_KEYS)")
     return settings
@@ -528,14 +586,17 @@ def _settings(root: _Node, source: str) -> Settings:
 
 def _server(node: _Node) -> ServerSettings:
     n = node.mapping(
-        ("max_body_bytes", "log_format", "log_level", "log_message_content", "trusted_proxies", "client_ip_header",
-         "sse_ping_interval")
+        (
+            "max_body_bytes", "body_timeout", "log_format", "log_level", "log_message_content", "trusted_proxies",
+            "client_ip_header", "sse_ping_interval",
+        )
     )
     d = ServerSettings()
     return ServerSettings(
         trusted_proxies=_get(n, "trusted_proxies", _trusted_proxies, d.trusted_proxies),
         client_ip_header=_get(n, "client_ip_header", lambda x: x.string(CLIENT_IP_HEADERS), d.client_ip_header),
         max_body_bytes=_get(n, "max_body_bytes", _Node.positive_int, d.max_body_bytes),
+        body_timeout=_get(n, "body_timeout", _Node.duration, d.body_timeout),
         log_format=_get(n, "log_format", lambda x: x.string(LOG_FORMATS), d.log_format),
         log_level=_get(n, "log_level", lambda x: x.string(LOG_LEVELS), d.log_level),
         log_message_content=_get(n, "log_message_content", _Node.boolean, d.log_message_content),
@@ -932,3 +993,46 @@ def _secret(node: _Node) -> Secret:
 
 def _id_list(node: _Node) -> tuple[str, ...]:
     return tuple(item.string() for item in node.items())
+
+
+def _stt(node: _Node) -> SttSettings:
+    n = node.mapping(
+        (
+            "provider", "api_key", "base_url", "streaming_url", "model", "language", "timeouts", "phrases",
+            "phrases_file", "max_bytes", "max_seconds", "token_ttl", "concurrency", "max_queue",
+        )
+    )
+    d = SttSettings()
+    provider = _get(n, "provider", lambda x: x.string(STT_PROVIDERS), d.provider)
+    api_key = _get(n, "api_key", _secret, None) or None
+    base_url = _get(n, "base_url", _Node.url, None)
+    # A self-hosted OpenAI-compatible server (base_url set) may need no key; the vendors always do.
+    needs_key = provider in ("deepgram", "assemblyai") or (provider == "openai" and base_url is None)
+    if needs_key and api_key is None:
+        raise ConfigError(f"stt.api_key: required for provider {provider!r} (e.g. api_key: ${{STT_API_KEY}})")
+    token_ttl = _get(n, "token_ttl", _Node.duration, d.token_ttl)
+    if token_ttl > MAX_STT_TOKEN_TTL or token_ttl < 1:
+        raise n["token_ttl"].fail(f"{n['token_ttl'].value!r} is not between 1s and {MAX_STT_TOKEN_TTL:g}s")
+    language = _get(n, "language", _Node.string, d.language)
+    if not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?", language):
+        raise n["language"].fail(f"{language!r} is not a language code like 'en' or 'en-US'")
+    phrases_files: tuple[str, ...] = ()
+    if "phrases_file" in n and n["phrases_file"].value not in (None, ""):  # "" = ${STT_PHRASES_FILE:-}
+        f = n["phrases_file"]
+        phrases_files = tuple(item.string() for item in f.items()) if isinstance(f.value, list) else (f.string(),)
+    return SttSettings(
+        provider=provider,
+        api_key=api_key,
+        base_url=base_url,
+        streaming_url=_get(n, "streaming_url", _Node.url, None),
+        model=_get(n, "model", _Node.string, None),
+        language=language,
+        timeouts=_timeouts(n["timeouts"], d.timeouts) if "timeouts" in n else d.timeouts,
+        phrases=_get(n, "phrases", _id_list, ()),
+        phrases_files=phrases_files,
+        max_bytes=_get(n, "max_bytes", _Node.positive_int, d.max_bytes),
+        max_seconds=_get(n, "max_seconds", _Node.duration, d.max_seconds),
+        token_ttl=token_ttl,
+        concurrency=_get(n, "concurrency", _Node.positive_int, d.concurrency),
+        max_queue=_get(n, "max_queue", _Node.positive_int, d.max_queue),
+    )

@@ -6,6 +6,7 @@
     │   └── InvalidToken                a gateway-signed token failed verification
     ├── NotFound                    404 NOT_FOUND
     ├── MethodNotAllowed            405 METHOD_NOT_ALLOWED
+    ├── RequestTimeout              408 REQUEST_TIMEOUT
     ├── PayloadTooLarge             413 PAYLOAD_TOO_LARGE
     ├── UnsupportedMediaType        415 UNSUPPORTED_MEDIA_TYPE
     ├── IdempotencyKeyReused        422 IDEMPOTENCY_KEY_REUSED
@@ -76,6 +77,10 @@ class NotFound(GatewayError):
 
 class MethodNotAllowed(GatewayError):
     status_code, code = 405, "METHOD_NOT_ALLOWED"
+
+
+class RequestTimeout(GatewayError):
+    status_code, code = 408, "REQUEST_TIMEOUT"
 
 
 class PayloadTooLarge(GatewayError):

@@ -17,6 +17,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.fields import is_identifier
+from gateway.proxies import scope_client_ip
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -57,11 +58,18 @@ class RequestContextMiddleware:
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                client=state.get("client_ip") or (scope.get("client") or ("-",))[0],
+                client=_client(scope, receive),
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 upstream_ms=None if upstream is None else round(upstream * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _client(scope: Scope, receive: Receive) -> str:
+    # The same identity the limiter uses, also for requests it never saw (404s, unlimited routes).
+    if "client_resolver" in scope["state"]:
+        return scope_client_ip(scope, receive)
+    return str((scope.get("client") or ("-",))[0])
 
 
 def _request_id(scope: Scope) -> str:

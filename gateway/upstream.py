@@ -176,12 +176,18 @@ class UpstreamClient:
         timeouts: Timeouts,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
         retries: Retries = NO_RETRIES,
     ) -> Answer:
-        """One exchange, read whole (within the size cap) and decoded; ``ProviderError`` on any failure."""
+        """One exchange, read whole (within the size cap) and decoded; ``ProviderError`` on any failure.
+
+        The body is ``json_body`` (encoded here) or raw ``content`` of ``content_type``
+        (audio, a multipart form), never both."""
         started = time.perf_counter()
         async with self.stream(
-            method, url, provider=provider, timeouts=timeouts, json_body=json_body, headers=headers, retries=retries
+            method, url, provider=provider, timeouts=timeouts, json_body=json_body, headers=headers,
+            content=content, content_type=content_type, retries=retries,
         ) as answer:
             body = await answer.read()
         return Answer(answer.status, body, time.perf_counter() - started, answer.headers)
@@ -196,13 +202,17 @@ class UpstreamClient:
         timeouts: Timeouts,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
         retries: Retries = NO_RETRIES,
         accept: str = "application/json",
     ) -> AsyncIterator[Stream]:
         """One exchange: ``async with upstream.stream(...) as answer: async for piece in answer``.
         Leaving the block early (a client that went away) closes the connection at once."""
         request_headers = {**(headers or {}), "accept": accept, "accept-encoding": ACCEPT_ENCODING}
-        content = None
+        if content is not None:
+            assert json_body is None, "json_body or content, not both"
+            request_headers["content-type"] = content_type or "application/octet-stream"
         if json_body is not None:
             content = json.dumps(json_body, ensure_ascii=False, allow_nan=False).encode()
             request_headers["content-type"] = "application/json"

@@ -139,14 +139,14 @@ routes:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("routes: []\nbogus: 1", "bogus: unknown key (expected one of: server, client, rate_limit, health, storage, routes, avatar, auth)"),
+        ("routes: []\nbogus: 1", "bogus: unknown key (expected one of: server, client, rate_limit, health, storage, routes, avatar, auth, stt)"),
         ("server: {}", "<root>: missing required key 'routes'"),
         ("routes: {}", "routes: {} is not a list"),
         ("routes: [{handler: chat}]", "routes[0]: missing required key 'path'"),
         ("routes: [{path: api, handler: health}]", "routes[0].path: 'api' does not start with '/'"),
         (
             "routes: [{path: /x, handler: magic}]",
-            "routes[0].handler: 'magic' is not one of: chat, token, health, conversations, session_end",
+            "routes[0].handler: 'magic' is not one of: chat, token, health, conversations, session_end, transcribe, stt_token",
         ),
         ("routes: [{path: /x, handler: chat}]", "routes[0]: missing required key 'upstream' for a chat route"),
         (

@@ -13,8 +13,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.app import create_app
-from gateway.proxies import ClientResolver, forwarded_for_hops, parse_ip, parse_networks
+from gateway.proxies import ClientResolver, forwarded_for_hops, parse_ip, parse_networks, socket_peer
 from tests.conftest import BASE_YAML, free_port, make_settings, serve
+from tests.serve_support import START_PATHS, started
 from tests.services import NGINX_MAIN, nginx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,3 +141,101 @@ def test_forged_x_forwarded_for_through_nginx_gets_no_fresh_budget(
     events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     clients = [e["client"] for e in events if e.get("event") == "request"]
     assert clients == ["127.0.0.2"] * 5 + ["127.0.0.3", "127.0.0.2"]
+
+
+# -- every documented way of starting the gateway resolves clients the same way ---------------
+# uvicorn's own proxy-headers handling is on by default in `uvicorn ... --factory`: it rewrites
+# scope["client"] from X-Forwarded-For for peers in FORWARDED_ALLOW_IPS (127.0.0.1 by default),
+# taking `garbage-1` as the client. The gateway must not let that hand out fresh budgets.
+
+HEALTH_ONLY = """
+server: {log_format: json}
+storage: {record_chat_turns: false}
+routes:
+  - path: /api/health
+    handler: health
+    rate_limit: 3/minute
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", START_PATHS)
+def test_garbage_forwarded_for_from_a_trusted_proxy_shares_one_budget(how: str, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(HEALTH_ONLY)
+    port = free_port()
+    with started(how, config, port), httpx.Client(timeout=10) as client:
+        url = f"http://127.0.0.1:{port}/api/health"
+
+        def status(forwarded_for: str) -> int:
+            return client.get(url, headers={"X-Forwarded-For": forwarded_for}).status_code
+
+        garbage = ["unknown", "garbage-1", "garbage-2:8080", "[garbage-3]:99", "_hidden", "garbage-4", ""]
+        statuses = [status(value) for value in garbage]
+        # Real addresses forwarded by the trusted proxy are clients with budgets of their own.
+        forwarded = [status("198.51.100.7"), status("1.1.1.1, 198.51.100.8:5555"), status("198.51.100.7")]
+    assert [s == 429 for s in statuses] == [False] * 3 + [True] * 4, statuses
+    assert 429 not in forwarded, forwarded
+
+
+class FakeTransport:
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self.peer = peer
+
+    def get_extra_info(self, name: str) -> object:
+        return self.peer if name == "peername" else None
+
+
+class FakeCycle:
+    """Stands in for uvicorn's RequestResponseCycle, whose bound ``receive`` the app gets."""
+
+    def __init__(self, peer: tuple[str, int] | None) -> None:
+        self.transport = FakeTransport(peer) if peer else None
+
+    async def receive(self) -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+
+def scope(client: tuple[str, int] | None, *forwarded_for: str) -> dict[str, object]:
+    return {"type": "http", "client": client, "headers": [(b"x-forwarded-for", v.encode()) for v in forwarded_for]}
+
+
+@pytest.mark.parametrize(
+    ("client", "forwarded_for", "transport_peer", "expected"),
+    [
+        pytest.param(("127.0.0.1", 43210), (), None, "127.0.0.1", id="no-header"),
+        pytest.param(("127.0.0.1", 43210), ("198.51.100.7",), None, "127.0.0.1", id="header-not-applied"),
+        pytest.param(("garbage-1", 0), ("garbage-1",), ("127.0.0.1", 43210), "127.0.0.1", id="rewritten"),
+        pytest.param(("198.51.100.7", 0), ("1.1.1.1, 198.51.100.7",), ("::1", 5000, 0, 0), "::1", id="rewritten-v6"),
+        pytest.param(("garbage-2", 8080), ("garbage-2:8080",), ("127.0.0.1", 43210), "127.0.0.1", id="rewritten-port"),
+        pytest.param(("garbage-3", 99), ("[garbage-3]:99", "x"), ("127.0.0.1", 1), "127.0.0.1", id="rewritten-brackets"),
+        # Rewritten, and the socket cannot be asked: the peer is unknown, never the header's word.
+        pytest.param(("garbage-1", 0), ("garbage-1",), None, None, id="rewritten-no-transport"),
+    ],
+)
+def test_socket_peer_sees_through_uvicorn_proxy_headers(
+    client: tuple[str, int], forwarded_for: tuple[str, ...], transport_peer: tuple[str, int] | None, expected: str | None
+) -> None:
+    assert socket_peer(scope(client, *forwarded_for), FakeCycle(transport_peer).receive) == expected
+
+
+@pytest.mark.integration
+def test_the_socket_peer_is_recovered_where_uvicorn_rewrote_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """conftest's serve() runs uvicorn.Config's defaults, proxy_headers on, as the bare CLI does."""
+    with serve(create_app(make_settings())) as url, httpx.Client(timeout=10) as client:
+        for forwarded_for in ("garbage-1", "garbage-2:8080", "198.51.100.7"):
+            client.get(f"{url}/api/health", headers={"X-Forwarded-For": forwarded_for})
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert [e["client"] for e in events if e.get("event") == "request"] == ["127.0.0.1", "127.0.0.1", "198.51.100.7"]
+
+
+def test_the_access_log_names_the_resolved_client_also_for_requests_the_limiter_never_saw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A 404 from behind a trusted proxy: the log says who the client is, not the proxy.
+    with serve(create_app(make_settings())) as url:
+        r = httpx.get(f"{url}/api/nothing-here", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert r.status_code == 404
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    access = next(e for e in events if e.get("event") == "request" and e["path"] == "/api/nothing-here")
+    assert access["client"] == "203.0.113.9"

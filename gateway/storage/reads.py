@@ -6,7 +6,10 @@ everything else is the same SQL and the same Python for SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from gateway.storage import sql
@@ -14,7 +17,6 @@ from gateway.storage.base import (
     Conversation,
     Page,
     Stats,
-    conversation_json,
     conversation_row,
     decode_cursor,
     encode_cursor,
@@ -23,6 +25,7 @@ from gateway.storage.base import (
 )
 
 EXPORT_CHUNK = 500
+_LARGEST_DOUBLE = 1.7976931348623157e308
 
 
 class SQLReads:
@@ -37,18 +40,18 @@ class SQLReads:
         after = decode_cursor(cursor) if cursor else None
         query, args = sql.list_query(session_id, since, until, limit, after)
         rows = await self._fetch(query, args)
-        items = [conversation_row(r, with_messages=False) for r in rows[:limit]]
+        items = [_conversation(r, with_messages=False) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor(items[-1].created_at, items[-1].id) if more and items else None)
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         rows = await self._fetch(sql.GET_CONVERSATION, [conversation_id])
-        return conversation_row(rows[0], with_messages=True) if rows else None
+        return _conversation(rows[0], with_messages=True) if rows else None
 
     async def export(self, kind: str, since: float | None, until: float | None) -> AsyncIterator[dict[str, Any]]:
         """Oldest first, read in keyset chunks so an export of any size runs in bounded memory."""
         after: tuple[float, Any] | None = None
-        render = conversation_json if kind == "conversations" else turn_json
+        render = _conversation_json if kind == "conversations" else _turn_json
         while True:
             query, args = sql.export_query(kind, since, until, after, EXPORT_CHUNK)
             rows = await self._fetch(query, args)
@@ -62,6 +65,13 @@ class SQLReads:
         clauses, args = sql.time_range(since, until)
         w = sql.where(clauses)
         conv = (await self._fetch(sql.CONVERSATION_TOTALS + w, args))[0]
+        average_duration = None if conv["d"] is None else float(conv["d"])
+        if average_duration is not None and not math.isfinite(average_duration):
+            # An Infinity stored by an older version would swallow the average: leave it out.
+            finite = sql.where([*clauses, "duration < ?", "duration > ?"])
+            query = "SELECT avg(duration) AS d FROM conversations" + finite
+            row = (await self._fetch(query, [*args, _LARGEST_DOUBLE, -_LARGEST_DOUBLE]))[0]
+            average_duration = None if row["d"] is None else float(row["d"])
         turns = (await self._fetch(sql.TURN_TOTALS + w, args))[0]
         days: dict[str, dict[str, Any]] = {}
         for table, name in (("conversations", "conversations"), ("chat_turns", "turns")):
@@ -72,9 +82,40 @@ class SQLReads:
         return Stats(
             days=[days[d] for d in sorted(days)],
             conversations=conv["n"],
-            average_duration=None if conv["d"] is None else float(conv["d"]),
+            average_duration=average_duration,
             average_messages=None if conv["m"] is None else float(conv["m"]),
             turns=turns["n"],
             backend_errors=int(turns["e"]),
             top_sources=top_sources(cited, top),
         )
+
+
+# Versions before issue 11 accepted numbers beyond a double (``1e999``) and stored them as
+# ``Infinity``, which is not JSON: such values are read as null, so one old row cannot make
+# the admin API answer 500 or an export write a line that is not JSON.
+
+
+def _non_json(text: str) -> bool:
+    return "Infinity" in text or "NaN" in text  # rare; a false positive only costs a second parse
+
+
+def _as_json(text: str) -> Any:
+    return json.loads(text, parse_constant=lambda _: None)
+
+
+def _conversation(row: Any, with_messages: bool) -> Conversation:
+    conversation = conversation_row(row, with_messages)
+    if _non_json(row["metadata"]):
+        conversation = replace(conversation, metadata=_as_json(row["metadata"]))
+    return conversation
+
+
+def _conversation_json(row: Any) -> dict[str, Any]:
+    return {"type": "conversation", **_conversation(row, with_messages=True).to_json()}
+
+
+def _turn_json(row: Any) -> dict[str, Any]:
+    record = turn_json(row)
+    if _non_json(row["sources"]):
+        record["sources"] = _as_json(row["sources"])
+    return record
