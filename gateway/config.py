@@ -41,6 +41,12 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_BODY_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_TOTAL_TIMEOUT = 30.0
+DEFAULT_CONNECT_RETRIES = 2
+DEFAULT_RETRY_BACKOFF = 0.05
+DEFAULT_BREAKER_FAILURES = 5
+DEFAULT_BREAKER_COOLDOWN = 30.0
+DEFAULT_SSE_PING_INTERVAL = 15.0
+STREAM_FORMATS = ("sse", "ndjson")
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_KEEPALIVE_EXPIRY = 30.0
 DEFAULT_PROBE_TIMEOUT = 1.0
@@ -148,8 +154,30 @@ class SecretURL(str):
 
 @dataclass(frozen=True)
 class Timeouts:
+    """Deadlines of one upstream exchange (gateway/upstream.py). ``first_byte`` (request
+    sent to the first byte of the answer's body) and ``idle`` (the longest gap between
+    two pieces of it) are bounded by ``total`` alone when None."""
+
     connect: float = DEFAULT_CONNECT_TIMEOUT
     total: float = DEFAULT_TOTAL_TIMEOUT
+    first_byte: float | None = None
+    idle: float | None = None
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Retries of a connection that could not be established (nothing was sent)."""
+
+    attempts: int = DEFAULT_CONNECT_RETRIES  # retries after the first try; 0 = none
+    backoff: float = DEFAULT_RETRY_BACKOFF  # base of the jittered exponential backoff
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """The upstream's circuit breaker (gateway/breaker.py)."""
+
+    failures: int = DEFAULT_BREAKER_FAILURES  # consecutive failures that open it
+    cooldown: float = DEFAULT_BREAKER_COOLDOWN  # open this long before one probe request
 
 
 @dataclass(frozen=True)
@@ -157,6 +185,8 @@ class Upstream:
     url: str
     timeouts: Timeouts = field(default_factory=Timeouts)
     headers: Mapping[str, Secret] = field(default_factory=dict)
+    retries: Retries = field(default_factory=Retries)
+    breaker: BreakerSettings | None = field(default_factory=BreakerSettings)  # None: no breaker
 
 
 @dataclass(frozen=True)
@@ -168,6 +198,18 @@ class ResponseMapping:
     sources: Expression | None = field(default_factory=lambda: Expression("sources"))
     source_title: Expression = field(default_factory=lambda: Expression("title"))
     source_url: Expression = field(default_factory=lambda: Expression("url"))
+
+
+@dataclass(frozen=True)
+class StreamMapping:
+    """How the backend streams when the client asked for a stream (``$stream`` is true):
+    ``sse`` (OpenAI-compatible ``data:`` events ending ``data: [DONE]``) or ``ndjson``
+    (one JSON object a line, the last one ``done``), and the expressions applied to each chunk."""
+
+    format: str
+    delta: Expression
+    sources: Expression | None = None
+    done: Expression | None = None  # a chunk where this is true ends the stream (ndjson: ``done``)
 
 
 DEFAULT_REQUEST_MAPPING: tuple[tuple[str, Any], ...] = (
@@ -182,6 +224,7 @@ class ChatMapping:
     # The request template as declared: (backend field path, value) pairs, in order.
     request: tuple[tuple[str, Any], ...] = DEFAULT_REQUEST_MAPPING
     response: ResponseMapping = field(default_factory=ResponseMapping)
+    stream: StreamMapping | None = None  # None: the backend never streams (one delta)
     # ``request`` compiled (gateway/mapping.py); built from ``request`` when not given.
     template: Template | None = field(default=None, compare=False, repr=False)
 
@@ -233,6 +276,8 @@ class ServerSettings:
     # gateway stops accepting and waits up to drain_timeout for requests in flight.
     drain_delay: float = DEFAULT_DRAIN_DELAY
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    # A ``: ping`` comment on an event stream after this long without an event.
+    sse_ping_interval: float = DEFAULT_SSE_PING_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -590,7 +635,7 @@ def _server(node: _Node) -> ServerSettings:
     n = node.mapping(
         (
             "max_body_bytes", "body_timeout", "log_format", "log_level", "log_message_content", "trusted_proxies",
-            "client_ip_header", "cors_origins", "drain_delay", "drain_timeout",
+            "client_ip_header", "cors_origins", "drain_delay", "drain_timeout", "sse_ping_interval",
         )
     )
     d = ServerSettings()
@@ -602,6 +647,7 @@ def _server(node: _Node) -> ServerSettings:
         log_format=_get(n, "log_format", lambda x: x.string(LOG_FORMATS), d.log_format),
         log_level=_get(n, "log_level", lambda x: x.string(LOG_LEVELS), d.log_level),
         log_message_content=_get(n, "log_message_content", _Node.boolean, d.log_message_content),
+        sse_ping_interval=_get(n, "sse_ping_interval", _Node.duration, d.sse_ping_interval),
         cors_origins=_get(n, "cors_origins", _origins, d.cors_origins),
         drain_delay=_get(n, "drain_delay", _non_negative_duration, d.drain_delay),
         drain_timeout=_get(n, "drain_timeout", _Node.duration, d.drain_timeout),
@@ -800,18 +846,47 @@ def _rate_limit_rule(node: _Node, default_key: str = "ip") -> RateLimitRule:
 
 
 def _timeouts(node: _Node, defaults: Timeouts) -> Timeouts:
-    t = node.mapping(("connect", "total"))
+    t = node.mapping(("connect", "first_byte", "idle", "total"))
     timeouts = Timeouts(
         connect=_get(t, "connect", _Node.duration, defaults.connect),
         total=_get(t, "total", _Node.duration, defaults.total),
+        first_byte=_get(t, "first_byte", _Node.duration, defaults.first_byte),
+        idle=_get(t, "idle", _Node.duration, defaults.idle),
     )
-    if timeouts.connect > timeouts.total:
-        raise node.fail(f"connect ({timeouts.connect:g}s) is longer than total ({timeouts.total:g}s)")
+    for name in ("connect", "first_byte", "idle"):
+        value = getattr(timeouts, name)
+        if value is not None and value > timeouts.total:
+            raise node.fail(f"{name} ({value:g}s) is longer than total ({timeouts.total:g}s)")
     return timeouts
 
 
+def _retries(node: _Node) -> Retries:
+    if isinstance(node.value, int) and not isinstance(node.value, bool):
+        node = _Node({"attempts": node.value}, node.path)
+    n = node.mapping(("attempts", "backoff"))
+    d = Retries()
+    attempts = d.attempts
+    if "attempts" in n:
+        value = n["attempts"].value
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+            raise n["attempts"].fail(f"{value!r} is not a number of retries from 0 to 10")
+        attempts = value
+    return Retries(attempts=attempts, backoff=_get(n, "backoff", _Node.duration, d.backoff))
+
+
+def _breaker(node: _Node) -> BreakerSettings | None:
+    if node.value in ("off", False):
+        return None
+    n = node.mapping(("failures", "cooldown"))
+    d = BreakerSettings()
+    return BreakerSettings(
+        failures=_get(n, "failures", _Node.positive_int, d.failures),
+        cooldown=_get(n, "cooldown", _Node.duration, d.cooldown),
+    )
+
+
 def _upstream(node: _Node) -> Upstream:
-    n = node.mapping(("url", "timeouts", "headers"))
+    n = node.mapping(("url", "timeouts", "headers", "retries", "breaker"))
     if "url" not in n:
         raise node.fail("missing required key 'url'")
     timeouts = _timeouts(n["timeouts"], Timeouts()) if "timeouts" in n else Timeouts()
@@ -829,14 +904,20 @@ def _upstream(node: _Node) -> Upstream:
             headers[name] = Secret(str(value))
     url = n["url"].url()
     check_url_template(url, n["url"].path)  # {sessionId} in the path (Dialogflow CX)
-    return Upstream(url=url, timeouts=timeouts, headers=headers)
+    return Upstream(
+        url=url,
+        timeouts=timeouts,
+        headers=headers,
+        retries=_get(n, "retries", _retries, Retries()),
+        breaker=_get(n, "breaker", _breaker, BreakerSettings()),
+    )
 
 
 def _mapping(node: _Node) -> ChatMapping:
     """``mapping.request`` is the backend body as a template, ``mapping.response`` JMESPath
     expressions; the language is gateway/mapping.py's. Today's dotted-path mappings are
     templates and expressions already, so they keep working unchanged."""
-    n = node.mapping(("request", "response"))
+    n = node.mapping(("request", "response", "stream"))
     default = ChatMapping()
     request, template = default.request, default.template
     if "request" in n:
@@ -861,7 +942,26 @@ def _mapping(node: _Node) -> ChatMapping:
             source_title=expression("source_title", d.source_title) or d.source_title,
             source_url=expression("source_url", d.source_url) or d.source_url,
         )
-    return ChatMapping(request=request, response=response, template=template)
+    stream = _get(n, "stream", _stream_mapping, None)
+    return ChatMapping(request=request, response=response, stream=stream, template=template)
+
+
+def _stream_mapping(node: _Node) -> StreamMapping:
+    """``mapping.stream``: ``{format: sse|ndjson, delta: <expression>, sources?, done?}``."""
+    n = node.mapping(("format", "delta", "sources", "done"))
+    for required in ("format", "delta"):
+        if required not in n:
+            raise node.fail(f"missing required key {required!r}")
+    fmt = n["format"].string(STREAM_FORMATS)
+    done = compile_expression(n["done"].value, n["done"].path) if "done" in n else None
+    if fmt == "ndjson" and done is None:
+        done = compile_expression("done", _join(node.path, "done"))  # Ollama's last line
+    return StreamMapping(
+        format=fmt,
+        delta=compile_expression(n["delta"].value, n["delta"].path),
+        sources=compile_expression(n["sources"].value, n["sources"].path) if "sources" in n else None,
+        done=done,
+    )
 
 
 def _chat_limits(node: _Node) -> ChatLimits:

@@ -13,6 +13,8 @@
     ├── RateLimited                 429 RATE_LIMITED      (the contract's)
     ├── InternalError               500 INTERNAL_ERROR    (the contract's)
     ├── ProviderError               502 PROVIDER_ERROR    (the contract's): a backend or vendor failed
+    │   ├── UpstreamFailed              unreachable, timed out, cut off, HTTP 5xx: counts against its breaker
+    │   └── CircuitOpen                 not called: its circuit breaker is open
     └── ServiceUnavailable          503 SERVICE_UNAVAILABLE
         ├── StorageUnavailable          the conversation database
         │   └── DatabaseNotFound            (analytics commands) no database where the URL points
@@ -104,6 +106,15 @@ class InternalError(GatewayError):
 
 class ProviderError(GatewayError):
     status_code, code = 502, "PROVIDER_ERROR"
+
+
+class UpstreamFailed(ProviderError):
+    """The upstream could not be reached, timed out, broke the connection or answered 5xx:
+    a failure that counts against its circuit breaker (an answer of the wrong shape does not)."""
+
+
+class CircuitOpen(ProviderError):
+    """The upstream's circuit breaker is open: failed fast, without calling it."""
 
 
 class ServiceUnavailable(GatewayError):

@@ -8,6 +8,9 @@ Provider values:
 ``storage`` (an additive field): the conversation store, ``connected``,
 ``disconnected`` or ``not_configured``. It never affects chat answers.
 
+``breakers`` (an additive field): each chat route's circuit breaker (gateway/breaker.py),
+``closed``, ``open`` or ``half_open``, by route path; routes with ``breaker: off`` are absent.
+
 ``status`` and the HTTP status that goes with it:
   ok        (200) every configured provider is connected
   degraded  (200) the chat backend is connected, another configured provider or the storage is not
@@ -69,6 +72,16 @@ class CachedProbe:
         return self._value
 
 
+def _breakers(request: Request) -> dict[str, str]:
+    states = {}
+    for chat_route in request.state.settings.routes:
+        if chat_route.upstream is not None:
+            breaker = request.state.upstream.breaker(chat_route.path, chat_route.upstream.breaker, "Chat backend")
+            if breaker is not None:
+                states[chat_route.path] = breaker.state
+    return states
+
+
 def overall_status(providers: dict[str, str]) -> tuple[str, int]:
     if providers.get("llm") == DISCONNECTED:
         return "down", 503
@@ -90,8 +103,10 @@ async def health(request: Request, route: Route) -> JSONResponse:
         status = "degraded"
     if request.scope["state"].get("draining"):  # shutting down (gateway/lifecycle.py): send no more
         status, code = "draining", 503
+    body = {"status": status, "timestamp": iso(time.time()), "providers": providers, "storage": storage,
+            "breakers": _breakers(request)}
     return JSONResponse(
-        {"status": status, "timestamp": iso(time.time()), "providers": providers, "storage": storage},
+        body,
         status_code=code,
         headers={"Cache-Control": "no-store"},
     )

@@ -38,10 +38,10 @@ from gateway.body import json_type
 from gateway.errors import ConfigError, ProviderError
 
 if TYPE_CHECKING:  # config.py imports this module to compile mappings at load time
-    from gateway.config import ChatMapping
+    from gateway.config import ChatMapping, ResponseMapping
 
 # Canonical values a request template can place into the backend's body.
-REQUEST_SOURCES = ("$message", "$sessionId", "$history", "$context", "$requestId")
+REQUEST_SOURCES = ("$message", "$sessionId", "$history", "$context", "$requestId", "$stream")
 # Inside ``$conversation.item``: the role (already renamed) and the text of one message.
 ITEM_SOURCES = ("$role", "$content")
 CONVERSATION = "$conversation"
@@ -72,6 +72,7 @@ class ChatTurn:
     history: list[dict[str, str]]
     context: dict[str, Any]
     request_id: str
+    stream: bool = False  # the backend is asked to stream (the client wants events, the route can stream)
 
 
 # -- request: templates -------------------------------------------------------
@@ -131,6 +132,8 @@ class _TemplateCompiler:
             return lambda turn, item: turn.context
         if text == "$requestId":
             return lambda turn, item: turn.request_id
+        if text == "$stream":
+            return lambda turn, item: turn.stream
         if in_item and text == "$role":
             return lambda turn, item: item[0]  # type: ignore[index]
         if in_item and text == "$content":
@@ -393,12 +396,40 @@ def parse_backend_answer(mapping: ChatMapping, answer: Any) -> tuple[str, list[d
         raise ProviderError(f"Chat backend answer has {found} at '{m.response.text}', expected a string{hint}")
     if m.sources is None:
         return text, []
-    raw_sources = _search(m.sources, answer)
+    return text, _sources(m, m.sources, answer) or []
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """What one chunk of a streamed answer carries, after the route's ``mapping.stream``."""
+
+    delta: str  # "" when the chunk carries no text (a role-only or final chunk)
+    sources: list[dict[str, str]] | None
+    done: bool
+
+
+def parse_stream_chunk(mapping: ChatMapping, chunk: Any) -> StreamChunk:
+    """Apply ``mapping.stream`` to one decoded chunk, or raise ProviderError naming the expression."""
+    s = mapping.stream
+    assert s is not None  # only streaming routes read chunks
+    delta = _search(s.delta, chunk)
+    if delta is None:
+        delta = ""
+    elif not isinstance(delta, str):
+        found = _a(json_type(delta))
+        raise ProviderError(f"Chat backend stream chunk has {found} at '{s.delta.text}', expected a string")
+    sources = None if s.sources is None else _sources(mapping.response, s.sources, chunk)
+    done = s.done is not None and _search(s.done, chunk) is True
+    return StreamChunk(delta, sources, done)
+
+
+def _sources(m: ResponseMapping, expression: Expression, answer: Any) -> list[dict[str, str]] | None:
+    raw_sources = _search(expression, answer)
     if raw_sources is None:
-        return text, []
+        return None
     if not isinstance(raw_sources, list):
         raise ProviderError(
-            f"Chat backend answer has {_a(json_type(raw_sources))} at '{m.sources.text}', expected an array"
+            f"Chat backend answer has {_a(json_type(raw_sources))} at '{expression.text}', expected an array"
         )
     sources = []
     for index, item in enumerate(raw_sources):
@@ -406,11 +437,11 @@ def parse_backend_answer(mapping: ChatMapping, answer: Any) -> tuple[str, list[d
         url = _search(m.source_url, item) if isinstance(item, dict) else None
         if not isinstance(title, str) or not isinstance(url, str):
             raise ProviderError(
-                f"Chat backend answer '{m.sources.text}[{index}]' must have string fields "
+                f"Chat backend answer '{expression.text}[{index}]' must have string fields "
                 f"'{m.source_title.text}' and '{m.source_url.text}'"
             )
         sources.append({"title": title, "url": url})
-    return text, sources
+    return sources
 
 
 def _search(expression: Expression, data: Any) -> Any:

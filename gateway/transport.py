@@ -36,9 +36,12 @@ class _ResponseStream(httpx.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
-        # release() returns the connection to the pool once the body is read;
-        # if it was not read to the end the connection is closed instead.
-        self._response.release()
+        if self._response.content.at_eof():
+            self._response.release()  # read to the end: the connection goes back to the pool
+        else:
+            # Left early (a client went away, a deadline fired): close the connection now,
+            # so the backend sees it at once and stops generating for nobody (issue 13).
+            self._response.close()
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

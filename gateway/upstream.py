@@ -1,12 +1,24 @@
 """Every outbound call (the chat backend, avatar vendors, health probes) goes
-through ``UpstreamClient``: one shared connection pool, one deadline, one place
-where upstream failures become ``ProviderError``.
+through ``UpstreamClient``: one shared connection pool, one set of deadlines,
+one place where upstream failures become ``ProviderError``.
 
-Deadlines: ``timeouts.total`` bounds the whole exchange (connecting, waiting
-for a pooled connection, sending, reading and decoding the answer) with one
-``asyncio.timeout``; ``timeouts.connect`` is the only other deadline, handed
-to the transport for connection setup so a dead host fails fast with its own
-message.
+``stream()`` is the one exchange: the answer's status and headers, then its
+body as decoded pieces as they arrive. ``request()`` is ``stream()`` read whole.
+
+Deadlines (``Timeouts``), each named in the error when it fires (issue 13;
+one timeout for connect+send+read is too coarse, APISIX #12072):
+
+- ``connect``: connection setup, handed to the transport, so a dead host fails fast;
+- ``first_byte``: from the start of the exchange to the first byte of the body
+  (a model that takes long to start talking);
+- ``idle``: the longest gap between two pieces of the body (a stream that stalls);
+- ``total``: the whole exchange (connecting, waiting for a pooled connection,
+  sending, reading and decoding), one ``asyncio.timeout``.
+
+Retries: only a connection that could not be established (refused, connect
+timeout: nothing was sent) is retried, ``retries.attempts`` times with full
+jitter backoff, inside ``total``. Once a request may have reached the backend it
+is never sent again: a chat turn is not idempotent (it may be billed, recorded).
 
 Answers: read as raw bytes and decoded here, not by httpx, so that the size
 cap (``client.max_response_bytes``) applies to the *decoded* size: a gzip
@@ -24,23 +36,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import httpx
+import structlog
 
 from gateway import metrics
-from gateway.config import ClientSettings, Timeouts
-from gateway.errors import ProviderError
+from gateway.breaker import CircuitBreaker
+from gateway.config import BreakerSettings, ClientSettings, Retries, Timeouts
+from gateway.errors import ProviderError, UpstreamFailed
 from gateway.transport import AiohttpTransport
 
+log = structlog.get_logger("gateway.upstream")
+
 ACCEPT_ENCODING = "gzip, deflate"
+NO_RETRIES = Retries(attempts=0)
 _INFLATE_STEP = 64 * 1024  # decoded bytes produced per step before yielding to the loop
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+# Failures that mean no connection was made, so nothing was sent: safe to retry.
+_NOT_CONNECTED = (httpx.ConnectError, httpx.ConnectTimeout, aiohttp.ClientConnectorError,
+                  aiohttp.ConnectionTimeoutError)
 
 
 @dataclass(frozen=True)
@@ -48,10 +69,78 @@ class Answer:
     status: int
     body: bytes
     elapsed: float  # seconds, request sent to answer read
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+
+class Stream:
+    """An answer being read: its status and headers, then ``async for piece in stream``
+    (decoded bytes as they arrive, under the size cap and the first-byte and idle deadlines)."""
+
+    def __init__(self, response: httpx.Response, provider: str, limit: int, timeouts: Timeouts, started: float) -> None:
+        self.status = response.status_code
+        self.headers = response.headers
+        self._response = response
+        self._provider = provider
+        self._limit = limit
+        self._timeouts = timeouts
+        self._started = started  # loop time the exchange began: the first-byte deadline counts from it
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        provider, limit = self._provider, self._limit
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        raw = self._timed(self._response.aiter_raw())
+        if encoding in ("", "identity"):
+            pieces = raw
+        elif encoding in _DECODERS:
+            pieces = _inflate(raw, zlib.decompressobj(_DECODERS[encoding]), provider, encoding)
+        else:
+            metrics.upstream_failed(provider, "invalid_body")
+            raise ProviderError(f"{provider} answered with an unsupported Content-Encoding")
+        size = 0
+        async for piece in pieces:
+            size += len(piece)
+            if size > limit:
+                metrics.upstream_failed(provider, "too_large")
+                raise ProviderError(f"{provider} answer exceeds {limit} bytes")
+            yield piece
+
+    async def read(self) -> bytes:
+        return b"".join([piece async for piece in self])
+
+    async def _timed(self, raw: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        name, limit, since = "first_byte", self._timeouts.first_byte, self._started
+        while True:
+            try:
+                chunk = await _within(self._provider, name, limit, since, anext(raw))
+            except StopAsyncIteration:
+                return
+            yield chunk
+            name, limit, since = "idle", self._timeouts.idle, loop.time()
+
+
+async def _within(provider: str, name: str, limit: float | None, since: float, awaitable: Any) -> Any:
+    """Await under the ``name`` deadline (``since + limit``); the total deadline, outside, covers the rest."""
+    if limit is None:
+        return await awaitable
+    try:
+        async with asyncio.timeout_at(since + limit) as deadline:
+            return await awaitable
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        metrics.upstream_failed(provider, f"{name}_timeout")
+        if name == "first_byte":
+            raise UpstreamFailed(f"{provider} sent nothing within {limit:g}s (first_byte timeout)") from None
+        raise UpstreamFailed(f"{provider} went silent for {limit:g}s mid-answer (idle timeout)") from None
 
 
 class UpstreamClient:
@@ -61,11 +150,18 @@ class UpstreamClient:
     in production its transport is ``AiohttpTransport`` (see transport.py).
     """
 
-    def __init__(self, settings: ClientSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        breaker_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if transport is None:
             transport = AiohttpTransport(settings.max_connections, settings.keepalive_expiry)
         self._http = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
         self.max_response_bytes = settings.max_response_bytes
+        self._breaker_clock = breaker_clock
+        self._breakers: dict[str, CircuitBreaker] = {}
 
     async def __aenter__(self) -> UpstreamClient:
         await self._http.__aenter__()
@@ -85,12 +181,38 @@ class UpstreamClient:
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
         content_type: str | None = None,
+        retries: Retries = NO_RETRIES,
     ) -> Answer:
         """One exchange, read whole (within the size cap) and decoded; ``ProviderError`` on any failure.
 
         The body is ``json_body`` (encoded here) or raw ``content`` of ``content_type``
         (audio, a multipart form), never both."""
-        request_headers = {**(headers or {}), "accept": "application/json", "accept-encoding": ACCEPT_ENCODING}
+        started = time.perf_counter()
+        async with self.stream(
+            method, url, provider=provider, timeouts=timeouts, json_body=json_body, headers=headers,
+            content=content, content_type=content_type, retries=retries,
+        ) as answer:
+            body = await answer.read()
+        return Answer(answer.status, body, time.perf_counter() - started, answer.headers)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        provider: str,
+        timeouts: Timeouts,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
+        retries: Retries = NO_RETRIES,
+        accept: str = "application/json",
+    ) -> AsyncIterator[Stream]:
+        """One exchange: ``async with upstream.stream(...) as answer: async for piece in answer``.
+        Leaving the block early (a client that went away) closes the connection at once."""
+        request_headers = {**(headers or {}), "accept": accept, "accept-encoding": ACCEPT_ENCODING}
         if content is not None:
             assert json_body is None, "json_body or content, not both"
             request_headers["content-type"] = content_type or "application/octet-stream"
@@ -100,17 +222,41 @@ class UpstreamClient:
         request = self._http.build_request(
             method, url, content=content, headers=request_headers, timeout=httpx.Timeout(None, connect=timeouts.connect)
         )
-        started = time.perf_counter()
-        with map_upstream_errors(provider, timeouts.total):
+        started = asyncio.get_running_loop().time()
+        with map_upstream_errors(provider, timeouts):
             async with asyncio.timeout(timeouts.total):
-                response = await self._http.send(request, stream=True)
+                response = await _within(
+                    provider, "first_byte", timeouts.first_byte, started, self._send(request, provider, retries)
+                )
                 try:
-                    body = await _read(response, provider, self.max_response_bytes)
+                    yield Stream(response, provider, self.max_response_bytes, timeouts, started)
                 finally:
                     await response.aclose()
-        elapsed = time.perf_counter() - started
-        metrics.observe_upstream(provider, elapsed, response.status_code)
-        return Answer(response.status_code, body, elapsed)
+                    elapsed = asyncio.get_running_loop().time() - started
+                    metrics.observe_upstream(provider, elapsed, response.status_code)
+
+    async def _send(self, request: httpx.Request, provider: str, retries: Retries) -> httpx.Response:
+        for attempt in range(retries.attempts + 1):
+            try:
+                return await self._http.send(request, stream=True)
+            except _NOT_CONNECTED as exc:
+                if attempt == retries.attempts or isinstance(exc, aiohttp.ClientSSLError):
+                    raise
+            # Full jitter (every client backs off by a random share of the window), so a
+            # backend coming back is not hit by all waiting requests in the same instant.
+            delay = random.uniform(0, retries.backoff * 2**attempt)
+            log.info("upstream_retry", provider=provider, attempt=attempt + 1, delay_ms=round(delay * 1000, 1))
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def breaker(self, name: str, settings: BreakerSettings | None, provider: str) -> CircuitBreaker | None:
+        """The circuit breaker of the upstream ``name`` (a route path), made on first use; None when off."""
+        if settings is None:
+            return None
+        breaker = self._breakers.get(name)
+        if breaker is None:
+            breaker = self._breakers[name] = CircuitBreaker(name, settings, provider, self._breaker_clock)
+        return breaker
 
     async def probe(self, url: str, timeout: float) -> bool:
         """Reachable means any HTTP answer below 500: a chat endpoint that says 405
@@ -126,10 +272,18 @@ def decode_json(answer: Answer, provider: str) -> Any:
     """The answer's JSON value; ``ProviderError`` when it is not JSON the gateway can pass on
     (malformed, NaN/Infinity, numbers beyond a double or Python's digit limit, nesting too deep)."""
     try:
-        return json.loads(answer.body, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+        return parse_json(answer.body, f"{provider} answered with a body that is not JSON")
+    except ProviderError:
         metrics.upstream_failed(provider, "invalid_body")
-        raise ProviderError(f"{provider} answered with a body that is not JSON") from None
+        raise
+
+
+def parse_json(data: bytes | str, failure: str) -> Any:
+    """Strict JSON (see ``decode_json``) from any part of an answer; ``ProviderError(failure)`` if it is not."""
+    try:
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+        raise ProviderError(failure) from None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -143,31 +297,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-async def _read(response: httpx.Response, provider: str, limit: int) -> bytes:
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    too_large = f"{provider} answer exceeds {limit} bytes"
-    chunks: list[bytes] = []
-    size = 0
-    if encoding in ("", "identity"):
-        async for chunk in response.aiter_raw():
-            size += len(chunk)
-            if size > limit:
-                raise ProviderError(too_large)
-            chunks.append(chunk)
-        return b"".join(chunks)
-    if encoding not in _DECODERS:
-        raise ProviderError(f"{provider} answered with an unsupported Content-Encoding")
-    decoder = zlib.decompressobj(_DECODERS[encoding])
-    invalid = f"{provider} answered with a body that is not valid {encoding}"
-    async for piece in _inflate(response.aiter_raw(), decoder, invalid):
-        size += len(piece)
-        if size > limit:
-            raise ProviderError(too_large)
-        chunks.append(piece)
-    return b"".join(chunks)
-
-
-async def _inflate(raw: AsyncIterator[bytes], decoder: Any, invalid: str) -> AsyncIterator[bytes]:
+async def _inflate(raw: AsyncIterator[bytes], decoder: Any, provider: str, encoding: str) -> AsyncIterator[bytes]:
     """Decode in steps of at most ``_INFLATE_STEP`` output bytes, yielding to the loop between steps."""
     try:
         async for chunk in raw:
@@ -182,37 +312,40 @@ async def _inflate(raw: AsyncIterator[bytes], decoder: Any, invalid: str) -> Asy
         if tail:
             yield tail
     except zlib.error:
-        raise ProviderError(invalid) from None
+        metrics.upstream_failed(provider, "invalid_body")
+        raise ProviderError(f"{provider} answered with a body that is not valid {encoding}") from None
 
 
 @contextlib.contextmanager
-def map_upstream_errors(provider: str, total: float) -> Iterator[None]:
+def map_upstream_errors(provider: str, timeouts: Timeouts) -> Iterator[None]:
     """The one place transport failures become ``ProviderError``: httpx's (its own
-    transports, pytest-httpx) and aiohttp's (the production transport), and the deadline.
+    transports, pytest-httpx) and aiohttp's (the production transport), and the total
+    deadline (``first_byte`` and ``idle`` are named where they are enforced, ``_within``).
+    All of them are ``UpstreamFailed``: the backend is unreachable or broken, which
+    counts against its circuit breaker.
 
     Order matters: aiohttp's timeouts are also ``TimeoutError``s, and specific
     classes come before their bases. Each failure is counted by kind (gateway/metrics.py)."""
     try:
         yield
-    except ProviderError:  # raised while reading: too large, bad encoding
-        metrics.upstream_failed(provider, "invalid_body")
-        raise
     except (httpx.ConnectTimeout, aiohttp.ConnectionTimeoutError):
         metrics.upstream_failed(provider, "connect_timeout")
-        raise ProviderError(f"{provider} could not be reached: connection timed out") from None
+        raise UpstreamFailed(
+            f"{provider} could not be reached: connection timed out after {timeouts.connect:g}s (connect timeout)"
+        ) from None
     except (TimeoutError, httpx.TimeoutException):
         metrics.upstream_failed(provider, "timeout")
-        raise ProviderError(f"{provider} did not answer within {total:g}s") from None
+        raise UpstreamFailed(f"{provider} did not answer within {timeouts.total:g}s (total timeout)") from None
     except (httpx.ConnectError, aiohttp.ClientConnectorError):
         metrics.upstream_failed(provider, "connect_refused")
-        raise ProviderError(f"{provider} could not be reached: connection refused or host unknown") from None
+        raise UpstreamFailed(f"{provider} could not be reached: connection refused or host unknown") from None
     except httpx.DecodingError:
         metrics.upstream_failed(provider, "invalid_body")
         raise ProviderError(f"{provider} answered with a body that could not be decoded") from None
     except aiohttp.ClientResponseError:  # a status line or headers aiohttp could not parse
         metrics.upstream_failed(provider, "malformed_http")
-        raise ProviderError(f"{provider} answered with malformed HTTP") from None
+        raise UpstreamFailed(f"{provider} answered with malformed HTTP") from None
     except (httpx.TransportError, aiohttp.ClientError, OSError):
         # Disconnects, resets, truncated or badly chunked bodies.
         metrics.upstream_failed(provider, "disconnected")
-        raise ProviderError(f"{provider} closed the connection before answering") from None
+        raise UpstreamFailed(f"{provider} closed the connection before answering") from None

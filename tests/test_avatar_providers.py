@@ -78,9 +78,9 @@ def iso(ts: float) -> str:
 FAILURES = [
     pytest.param(dict(exc=httpx.ConnectError("refused")), "could not be reached: connection refused or host unknown",
                  id="refused"),
-    pytest.param(dict(exc=httpx.ConnectTimeout("slow")), "could not be reached: connection timed out",
+    pytest.param(dict(exc=httpx.ConnectTimeout("slow")), "could not be reached: connection timed out after 2s (connect timeout)",
                  id="connect-timeout"),
-    pytest.param(dict(exc=httpx.ReadTimeout("slow")), "did not answer within 10s", id="read-timeout"),
+    pytest.param(dict(exc=httpx.ReadTimeout("slow")), "did not answer within 10s (total timeout)", id="read-timeout"),
     pytest.param(dict(exc=httpx.RemoteProtocolError("eof")), "closed the connection before answering",
                  id="disconnect"),
     pytest.param(dict(status_code=401, json={"message": f"bad key {VENDOR_KEY}"}),

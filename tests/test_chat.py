@@ -257,8 +257,10 @@ PROVIDER_CASES = [
     pytest.param(dict(exc=httpx.ConnectError("refused")),
                  "Chat backend could not be reached: connection refused or host unknown", id="refused"),
     pytest.param(dict(exc=httpx.ConnectTimeout("slow")),
-                 "Chat backend could not be reached: connection timed out", id="connect-timeout"),
-    pytest.param(dict(exc=httpx.ReadTimeout("slow")), "Chat backend did not answer within 2s", id="read-timeout"),
+                 "Chat backend could not be reached: connection timed out after 1s (connect timeout)",
+                 id="connect-timeout"),
+    pytest.param(dict(exc=httpx.ReadTimeout("slow")), "Chat backend did not answer within 2s (total timeout)",
+                 id="read-timeout"),
     pytest.param(dict(exc=httpx.RemoteProtocolError("eof")),
                  "Chat backend closed the connection before answering", id="disconnect"),
     pytest.param(dict(status_code=503, json={"detail": "down"}), "Chat backend answered HTTP 503", id="http-503"),
@@ -279,7 +281,8 @@ PROVIDER_CASES = [
 @pytest.mark.parametrize(("failure", "expected"), PROVIDER_CASES)
 def test_backend_failures_are_provider_errors(client_for, httpx_mock: HTTPXMock, failure: dict, expected: str) -> None:
     if "exc" in failure:
-        httpx_mock.add_exception(failure["exc"])
+        # Reusable: a connection that could not be made is retried (upstream.retries), and fails again.
+        httpx_mock.add_exception(failure["exc"], is_reusable=True)
     else:
         httpx_mock.add_response(**failure)
     r = client_for().post("/api/chat", json={"message": "hi"})
@@ -295,8 +298,9 @@ def test_missing_sources_default_to_empty(client_for, httpx_mock: HTTPXMock) -> 
 
 
 def test_fallback_answer_when_backend_fails(client_for, httpx_mock: HTTPXMock) -> None:
-    httpx_mock.add_exception(httpx.ConnectError("refused"))
+    httpx_mock.add_exception(httpx.ConnectError("refused"), is_reusable=True)
     client = client_for(chat_extra="    fallback_response: Sorry, try again soon.")
     r = client.post("/api/chat", json={"message": "hi", "sessionId": "s"})
     assert r.status_code == 200
-    assert r.json() == {"response": "Sorry, try again soon.", "sources": [], "sessionId": "s"}
+    assert r.json() == {"response": "Sorry, try again soon.", "sources": [], "sessionId": "s", "fallback": True}
+    assert r.headers["x-gateway-fallback"] == "true"

@@ -185,17 +185,38 @@ def test_errors_name_the_key_path_and_value(text: str, expected: str) -> None:
         ("timeouts: {connect: 0s}", "routes[0].upstream.timeouts.connect: '0s' is not a duration like '30s' or '500ms'"),
         ("timeouts: {connect: 5s, total: 1s}", "routes[0].upstream.timeouts: connect (5s) is longer than total (1s)"),
         ("headers: {'bad header': x}", "routes[0].upstream.headers.bad header: 'bad header' is not a valid header name"),
-        ("retries: 3", "routes[0].upstream.retries: unknown key (expected one of: url, timeouts, headers)"),
+        ("retry: 3", "routes[0].upstream.retry: unknown key (expected one of: url, timeouts, headers, retries, breaker)"),
+        ("timeouts: {idle: 40s}", "routes[0].upstream.timeouts: idle (40s) is longer than total (30s)"),
+        ("timeouts: {first_byte: soon}", "routes[0].upstream.timeouts.first_byte: 'soon' is not a duration like '30s' or '500ms'"),
+        ("retries: 11", "routes[0].upstream.retries.attempts: 11 is not a number of retries from 0 to 10"),
+        ("retries: {attempts: 1, backoff: x}", "routes[0].upstream.retries.backoff: 'x' is not a duration like '30s' or '500ms'"),
+        ("breaker: {failures: 0}", "routes[0].upstream.breaker.failures: 0 is not a positive integer"),
+        ("breaker: {trip: 3}", "routes[0].upstream.breaker.trip: unknown key (expected one of: failures, cooldown)"),
     ],
 )
 def test_upstream_errors(extra: str, expected: str) -> None:
     assert error_of(ROUTE.format(extra=extra)) == expected
 
 
+def test_resilience_settings_are_parsed() -> None:
+    from gateway.config import BreakerSettings, Retries, Timeouts
+
+    text = ROUTE.format(extra="timeouts: {first_byte: 5s, idle: 2s, total: 20s}\n      retries: 1\n      breaker: off")
+    upstream = parse_settings(text, env={}).routes[0].upstream
+    assert upstream is not None
+    assert upstream.timeouts == Timeouts(connect=2.0, total=20.0, first_byte=5.0, idle=2.0)
+    assert upstream.retries == Retries(attempts=1) and upstream.breaker is None
+    defaults = parse_settings(ROUTE.format(extra=""), env={}).routes[0].upstream
+    assert defaults is not None and defaults.breaker == BreakerSettings() and defaults.retries == Retries()
+
+
 @pytest.mark.parametrize(
     ("mapping", "expected"),
     [
-        ("{request: {question: $msg}}", "routes[0].mapping.request.question: '$msg' is not one of: $message, $sessionId, $history, $context, $requestId"),
+        ("{request: {question: $msg}}", "routes[0].mapping.request.question: '$msg' is not one of: $message, $sessionId, $history, $context, $requestId, $stream"),
+        ("{stream: {format: sse}}", "routes[0].mapping.stream: missing required key 'delta'"),
+        ("{stream: {format: jsonl, delta: text}}", "routes[0].mapping.stream.format: 'jsonl' is not one of: sse, ndjson"),
+        ("{stream: {format: sse, delta: 'a[0'}}", "routes[0].mapping.stream.delta: 'a[0' is not a JMESPath expression (Invalid jmespath expression at column 4)"),
         ("{request: {id: $sessionId}}", "routes[0].mapping.request: maps nothing from '$message'; the backend would never see the question"),
         ("{request: {'a..b': $message}}", "routes[0].mapping.request.a..b: 'a..b' is not a field path like 'answer' or 'data.answer'"),
         ("{request: {q: $message, q.text: $history}}", "routes[0].mapping.request.q: conflicts with 'q.text'; a field cannot be both a value and an object"),

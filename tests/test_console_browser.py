@@ -134,7 +134,7 @@ def test_playground_answers_a_typed_question_with_its_source_link_speaks_and_log
     expect(answer).to_contain_text("60 days")
     link = answer.get_by_role("link", name="Returns & Exchanges")
     expect(link).to_have_attribute("href", f"{backend}/docs/returns")
-    assert answer.get_attribute("data-transport") == "json"  # no SSE chat on this gateway yet
+    assert answer.get_attribute("data-transport") == "sse"  # the answer streamed in (Server-Sent Events)
     # Headless Chromium has no voices: the page must have tried to speak, and not broken.
     speech = page.locator("#speech-status")
     expect(speech).to_have_attribute("data-attempts", "1")

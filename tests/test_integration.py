@@ -99,7 +99,7 @@ async def test_concurrent_requests_all_answered(backend: tuple[Backend, str], ga
         ("error", "Chat backend answered HTTP 500"),
         ("html", "Chat backend answered with a body that is not JSON"),
         ("wrong-shape", "Chat backend answer has nothing at 'response', expected a string"),
-        ("slow", "Chat backend did not answer within 2s"),
+        ("slow", "Chat backend did not answer within 2s (total timeout)"),
     ],
 )
 def test_backend_failures_over_the_wire(backend: tuple[Backend, str], gateway: str, mode: str, message: str) -> None:

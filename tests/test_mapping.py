@@ -249,10 +249,10 @@ def test_url_placeholders_are_filled_and_encoded(client_for, httpx_mock: HTTPXMo
 P = "routes[0].mapping"
 CONFIG_ERRORS = [
     pytest.param("request: {q: $message, who: $user}",
-                 f"{P}.request.who: '$user' is not one of: $message, $sessionId, $history, $context, $requestId",
+                 f"{P}.request.who: '$user' is not one of: $message, $sessionId, $history, $context, $requestId, $stream",
                  id="unknown-reference"),
     pytest.param("request: {q: $message, lang: '$context..x'}",
-                 f"{P}.request.lang: '$context..x' is not one of: $message, $sessionId, $history, $context, $requestId",
+                 f"{P}.request.lang: '$context..x' is not one of: $message, $sessionId, $history, $context, $requestId, $stream",
                  id="malformed-context-path"),
     pytest.param("request: {q: $message, r: $role}",
                  f"{P}.request.r: '$role' is only known inside $conversation.item", id="item-variable-outside-item"),
@@ -280,7 +280,7 @@ CONFIG_ERRORS = [
                  id="item-not-a-mapping"),
     pytest.param("request: {m: {$conversation: {item: {text: $content, who: $sender}}}}",
                  f"{P}.request.m.$conversation.item.who: '$sender' is not one of: $message, $sessionId, $history, "
-                 "$context, $requestId, $role, $content", id="unknown-reference-in-item"),
+                 "$context, $requestId, $stream, $role, $content", id="unknown-reference-in-item"),
     pytest.param("request: {m: {$conversation: {include_message: 'no'}}}",
                  f"{P}.request.m.$conversation.include_message: 'no' is not true or false", id="include-message-not-bool"),
     pytest.param("response: {response: 'choices[0.message'}",

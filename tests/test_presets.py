@@ -58,6 +58,12 @@ async def _json(request: Request) -> Any:
         return None
 
 
+def split(text: str) -> list[str]:
+    """A text in the pieces a model streams it in (a word and its space)."""
+    words = text.split(" ")
+    return [w + " " for w in words[:-1]] + [words[-1]]
+
+
 # -- OpenAI chat completions -------------------------------------------------------
 
 OPENAI_FIELDS = ("model", "messages", "stream", "temperature", "top_p", "max_tokens", "max_completion_tokens",
@@ -88,9 +94,13 @@ def openai_app(fake: Fake) -> Starlette:
             if m.get("role") not in OPENAI_ROLES:
                 return error(400, f"Invalid value: '{m.get('role')}'. Supported values are: {OPENAI_ROLES}")
         fake.record(request, body)
-        if body.get("stream"):
-            return Response('data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n', media_type="text/event-stream")
         content = f"Yes, we ship to Canada. ({len(messages)} messages seen)"
+        if body.get("stream"):  # chat.completion.chunk events: the role first, the text in pieces, a finish, [DONE]
+            deltas = [{"role": "assistant", "content": ""}, *({"content": p} for p in split(content)), {}]
+            chunks = [{"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1732500000, "model": body["model"],
+                       "choices": [{"index": 0, "delta": d, "finish_reason": None if d else "stop"}]} for d in deltas]
+            return Response("".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n",
+                            media_type="text/event-stream")
         return JSONResponse({
             "id": "chatcmpl-1", "object": "chat.completion", "created": 1732500000, "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
@@ -126,8 +136,10 @@ def ollama_app(fake: Fake) -> Starlette:
         fake.record(request, body)
         message = {"role": "assistant", "content": f"Yes, we ship to Canada. ({len(messages)} messages seen)"}
         if body.get("stream", True) is not False:  # Ollama streams unless told not to
-            lines = [{"model": MODEL, "message": {"role": "assistant", "content": "Yes"}, "done": False},
-                     {"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True}]
+            lines = [{"model": MODEL, "message": {"role": "assistant", "content": p}, "done": False}
+                     for p in split(message["content"])]
+            lines.append({"model": MODEL, "message": {"role": "assistant", "content": ""}, "done": True,
+                          "done_reason": "stop"})
             return Response("".join(json.dumps(line) + "\n" for line in lines), media_type="application/x-ndjson")
         return JSONResponse({"model": MODEL, "created_at": "2026-11-25T10:00:00Z", "message": message,
                              "done_reason": "stop", "done": True, "total_duration": 1000, "eval_count": 9})
@@ -319,6 +331,26 @@ def test_ollama_preset(preset_gateway: tuple[Fake, str]) -> None:
     assert seen["body"] == {"model": MODEL, "stream": False, "messages": CHAT_MESSAGES}
 
 
+@pytest.mark.parametrize("preset_gateway", ["openai", "ollama"], indirect=True)
+def test_streaming_presets_stream_when_the_client_asks(preset_gateway: tuple[Fake, str]) -> None:
+    fake, gateway = preset_gateway
+    events = []
+    body = {"message": QUESTION, "sessionId": SESSION, "history": HISTORY}
+    with httpx.stream("POST", f"{gateway}/api/chat", json=body, headers={"Accept": "text/event-stream"}, timeout=10) as r:
+        assert r.status_code == 200
+        name = ""
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    answer = "Yes, we ship to Canada. (4 messages seen)"
+    assert [text["text"] for name, text in events if name == "delta"] == split(answer)
+    assert events[-1] == ("done", {"response": answer, "sources": [], "sessionId": SESSION})
+    (seen,) = fake.seen
+    assert seen["body"] == {"model": MODEL, "stream": True, "messages": CHAT_MESSAGES}
+
+
 @pytest.mark.parametrize("preset_gateway", ["rasa"], indirect=True)
 def test_rasa_preset_joins_texts_and_collects_custom_sources(preset_gateway: tuple[Fake, str]) -> None:
     fake, gateway = preset_gateway
@@ -428,11 +460,13 @@ def test_fakes_refuse_what_the_product_refuses(name: str, body: dict[str, Any], 
 
 
 def test_ollama_fake_streams_unless_told_not_to() -> None:
-    """Why the Ollama preset sends stream: false: without it the answer is NDJSON, not one JSON object."""
+    """Why the Ollama preset sends stream: $stream (false unless the client wants events): without it
+    the answer is NDJSON, not one JSON object."""
     with serve(ollama_app(Fake())) as backend:
         r = httpx.post(f"{backend}/api/chat", json={"model": MODEL, "messages": [{"role": "user", "content": "q"}]})
     assert r.headers["content-type"].startswith("application/x-ndjson")
-    assert len(r.text.strip().splitlines()) == 2
+    lines = [json.loads(line) for line in r.text.strip().splitlines()]
+    assert len(lines) > 2 and [line["done"] for line in lines] == [False] * (len(lines) - 1) + [True]
 
 
 # -- avatar-gateway try ------------------------------------------------------------

@@ -237,7 +237,7 @@ FAILURES = [
     pytest.param((503, {}), "answered HTTP 503", id="503"),
     pytest.param((500, b"<html>oops</html>"), "answered HTTP 500", id="500"),
     pytest.param((200, b"<html>not json</html>"), "answered with a body that is not JSON", id="not-json"),
-    pytest.param((200, {}, 1.5), "did not answer within 1s", id="timeout"),
+    pytest.param((200, {}, 1.5), "did not answer within 1s (total timeout)", id="timeout"),
 ]
 SHAPES = {
     "deepgram": ({"results": {"channels": []}}, "no 'results.channels[0].alternatives[0].transcript'"),

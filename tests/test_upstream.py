@@ -107,15 +107,15 @@ async def test_connection_setup_that_never_completes_times_out() -> None:
     finally:
         for s in [*fillers, listener]:
             s.close()
-    assert message == "Chat backend could not be reached: connection timed out"
+    assert message == "Chat backend could not be reached: connection timed out after 0.5s (connect timeout)"
 
 
 @pytest.mark.parametrize(
     ("behaviour", "expected"),
     [
         pytest.param(reply(b""), "Chat backend closed the connection before answering", id="closes-at-once"),
-        pytest.param(reply(b"", pause=5), "Chat backend did not answer within 1s", id="never-answers"),
-        pytest.param(reply(http(b'{"response": "hi"}')[:-5], pause=5), "Chat backend did not answer within 1s",
+        pytest.param(reply(b"", pause=5), "Chat backend did not answer within 1s (total timeout)", id="never-answers"),
+        pytest.param(reply(http(b'{"response": "hi"}')[:-5], pause=5), "Chat backend did not answer within 1s (total timeout)",
                      id="body-stalls"),
         pytest.param(reply(http(b'{"response": "hi"}')[:-5]), "Chat backend closed the connection before answering",
                      id="body-cut-short"),

@@ -48,7 +48,7 @@ class AssemblyAIProvider:
             async with asyncio.timeout(total):
                 return await self._transcribe(audio, deadline)
         except TimeoutError:
-            raise ProviderError(f"{self._vendor.label} did not answer within {total:g}s") from None
+            raise ProviderError(f"{self._vendor.label} did not answer within {total:g}s (total timeout)") from None
 
     def _left(self, deadline: float) -> Timeouts:
         left = max(0.001, deadline - time.monotonic())

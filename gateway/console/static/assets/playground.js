@@ -108,6 +108,7 @@ async function readStream(response, body) {
     if (typeof payload.response === "string") answer.response = payload.response;
     if (Array.isArray(payload.sources)) answer.sources = payload.sources;
     if (typeof payload.sessionId === "string") answer.sessionId = payload.sessionId;
+    if (payload.fallback === true) answer.fallback = true;
     body.textContent = answer.response;
     if (event === "done" || payload.done === true) break;
   }
@@ -139,7 +140,8 @@ async function ask(message) {
     pending.body.textContent = answer.response;
     showSources(pending.item, Array.isArray(answer.sources) ? answer.sources : []);
     conversation.messages.push({ role: "assistant", content: answer.response });
-    if (response.headers.get("Gateway-Fallback")) {
+    // A fallback answer: "fallback": true in the JSON body or the done event, X-Gateway-Fallback on JSON.
+    if (answer.fallback === true || response.headers.get("X-Gateway-Fallback")) {
       showNotice("The chat backend is unavailable right now; this is the gateway's fallback answer.");
     }
     speak(answer.response);
