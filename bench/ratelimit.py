@@ -26,8 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._lib import free_port, median_result, nginx_backend, process, uvicorn, wrk
-from gateway.config import RateLimitSettings, parse_settings
+from gateway.config import parse_settings
 from gateway.ratelimit import RateLimiter
+from gateway.settings import RateLimitSettings
 
 # The contract's chat limit, checked for many distinct clients, so that no check is refused
 # and every one is a full hit + window read. (The moving window's cost grows with the number

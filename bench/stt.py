@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.config import SttSettings  # noqa: E402
+from gateway.settings import SttSettings  # noqa: E402
 from gateway.stt import audio, worker  # noqa: E402
 from gateway.stt.embedded import DECODER_OPTIONS, model_path  # noqa: E402
 from gateway.stt.lm import domain_model, read_dictionary  # noqa: E402

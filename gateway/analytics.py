@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from gateway.config import Settings
 from gateway.errors import DatabaseNotFound, StorageUnavailable
+from gateway.settings import Settings
 from gateway.storage import Store, open_store, sqlite_path
 
 CSV_COLUMNS = {

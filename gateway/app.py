@@ -29,7 +29,7 @@ from starlette.routing import Route as StarletteRoute
 from gateway import errors
 from gateway.admin import admin_chart, admin_export, admin_get, admin_list, admin_stats
 from gateway.avatar.runtime import AvatarRuntime, open_avatar
-from gateway.config import HANDLERS, Route, Settings, load_settings
+from gateway.config import load_settings
 from gateway.console import console_routes
 from gateway.conversations import Conversations, open_conversations
 from gateway.cors import CrossOriginMiddleware
@@ -40,6 +40,7 @@ from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import openapi_endpoint
 from gateway.proxies import ClientResolver, parse_networks
 from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware, limited
+from gateway.settings import HANDLERS, Route, Settings
 from gateway.signing import Signer
 from gateway.stt.runtime import SttRuntime, open_stt
 from gateway.upstream import UpstreamClient

@@ -24,8 +24,8 @@ from types import TracebackType
 
 import structlog
 
-from gateway.config import BreakerSettings
 from gateway.errors import CircuitOpen, ProviderError, UpstreamFailed
+from gateway.settings import BreakerSettings
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 

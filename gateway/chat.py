@@ -29,11 +29,11 @@ from starlette.responses import JSONResponse, Response
 from gateway.auth import authorize_chat, bind_chat_session
 from gateway.body import json_type, read_json_object
 from gateway.breaker import CircuitBreaker
-from gateway.config import ChatLimits, Route, Settings
 from gateway.errors import CircuitOpen, InvalidRequest, ProviderError, UpstreamFailed
 from gateway.fields import check_identifier, message_list
 from gateway.mapping import ChatTurn, backend_url, build_backend_body, parse_backend_answer, parse_stream_chunk
 from gateway.ratelimit import count_session
+from gateway.settings import ChatLimits, Route, Settings
 from gateway.storage.base import ChatTurnRecord
 from gateway.streaming import END, EventStream, backend_items, event, wants_event_stream
 from gateway.upstream import decode_json

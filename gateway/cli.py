@@ -6,8 +6,9 @@ import argparse
 import os
 import sys
 
-from gateway.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Settings, load_settings
+from gateway.config import load_settings
 from gateway.errors import ConfigError
+from gateway.settings import CONFIG_ENV, DEFAULT_CONFIG_PATH, Settings
 
 
 def main(argv: list[str] | None = None) -> int:

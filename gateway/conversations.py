@@ -31,10 +31,10 @@ from starlette.responses import JSONResponse
 
 from gateway import metrics
 from gateway.body import json_type, read_json_object
-from gateway.config import Route, Settings, StorageSettings
 from gateway.errors import InvalidRequest, StorageUnavailable
 from gateway.fields import identifier, identifier_rule, is_identifier, message_list
 from gateway.health import CachedProbe
+from gateway.settings import Route, Settings, StorageSettings
 from gateway.storage import NewConversation, Store, open_store
 from gateway.storage.base import ChatTurnRecord
 

@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.config import Route
 from gateway.fields import iso
+from gateway.settings import Route
 
 CONNECTED, DISCONNECTED, NOT_CONFIGURED = "connected", "disconnected", "not_configured"
 PROVIDER_KINDS = ("llm", "stt", "avatar")

@@ -56,9 +56,10 @@ from uvicorn.supervisors import Multiprocess
 
 from gateway import metrics
 from gateway.app import create_app
-from gateway.config import Settings, load_settings
+from gateway.config import load_settings
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
+from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.lifecycle")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from gateway.config import ServerSettings
+from gateway.settings import ServerSettings
 
 # Event keys whose values are credentials; a last line of defence, the code
 # does not log them in the first place.

@@ -38,7 +38,7 @@ from gateway.body import json_type
 from gateway.errors import ConfigError, ProviderError
 
 if TYPE_CHECKING:  # config.py imports this module to compile mappings at load time
-    from gateway.config import ChatMapping, ResponseMapping
+    from gateway.settings import ChatMapping, ResponseMapping
 
 # Canonical values a request template can place into the backend's body.
 REQUEST_SOURCES = ("$message", "$sessionId", "$history", "$context", "$requestId", "$stream")

@@ -30,8 +30,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 import gateway
-from gateway.config import Route, Settings, load_settings
+from gateway.config import load_settings
 from gateway.fields import MAX_ID_CHARS
+from gateway.settings import Route, Settings
 
 Operation = dict[str, Any]
 IDENTIFIER_PATTERN = "^[A-Za-z0-9._:-]+$"

@@ -56,9 +56,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
-from gateway.config import RateLimitRule, RateLimitSettings, Route
 from gateway.errors import LimiterUnavailable, RateLimited
 from gateway.proxies import client_ip
+from gateway.settings import RateLimitRule, RateLimitSettings, Route
 
 log = structlog.get_logger("gateway.ratelimit")
 

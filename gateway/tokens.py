@@ -22,9 +22,9 @@ from starlette.responses import JSONResponse
 from gateway.auth import bearer, chat_token_session, key_matches, require_api_key
 from gateway.avatar.runtime import AvatarRuntime
 from gateway.body import read_json_object
-from gateway.config import AvatarSettings, Route, Settings
 from gateway.errors import InternalError, InvalidRequest
 from gateway.fields import identifier, iso
+from gateway.settings import AvatarSettings, Route, Settings
 from gateway.signing import CHAT_AUDIENCE
 
 log = structlog.get_logger("gateway.tokens")

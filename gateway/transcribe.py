@@ -27,10 +27,10 @@ from starlette.responses import JSONResponse
 
 from gateway.auth import key_or_chat_token
 from gateway.body import read_body
-from gateway.config import Route, Settings
 from gateway.errors import InternalError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from gateway.fields import check_identifier, iso
 from gateway.ratelimit import count_session, credential_key
+from gateway.settings import Route, Settings
 from gateway.stt.runtime import SttRuntime
 
 log = structlog.get_logger("gateway.stt")

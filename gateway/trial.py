@@ -21,9 +21,9 @@ from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.chat import PROVIDER, validate_chat
-from gateway.config import Route, Settings
 from gateway.errors import GatewayError, ProviderError
 from gateway.mapping import backend_url, build_backend_body, parse_backend_answer
+from gateway.settings import Route, Settings
 from gateway.upstream import Answer, UpstreamClient, decode_json
 
 MAX_SHOWN_CHARS = 2000

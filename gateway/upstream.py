@@ -49,8 +49,8 @@ import structlog
 
 from gateway import metrics
 from gateway.breaker import CircuitBreaker
-from gateway.config import BreakerSettings, ClientSettings, Retries, Timeouts
 from gateway.errors import ProviderError, UpstreamFailed
+from gateway.settings import BreakerSettings, ClientSettings, Retries, Timeouts
 from gateway.transport import AiohttpTransport
 
 log = structlog.get_logger("gateway.upstream")

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from gateway.config import Timeouts
 from gateway.errors import ProviderError
+from gateway.settings import Timeouts
 from gateway.upstream import UpstreamClient, decode_json
 
 

@@ -15,7 +15,8 @@ import uvicorn
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.config import Settings, parse_settings
+from gateway.config import parse_settings
+from gateway.settings import Settings
 
 BACKEND_URL = "http://backend.test/api/chat"
 

@@ -9,7 +9,7 @@ from pytest_httpx import HTTPXMock
 
 from gateway import app as app_module
 from gateway import chat as chat_module
-from gateway.config import HANDLERS, Route
+from gateway.settings import HANDLERS, Route
 from tests.conftest import BACKEND_URL
 
 ANSWER = {"response": "ok", "sources": []}

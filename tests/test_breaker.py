@@ -6,8 +6,8 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from gateway.config import BreakerSettings
 from gateway.errors import CircuitOpen, ProviderError, UpstreamFailed
+from gateway.settings import BreakerSettings
 from tests.conftest import make_settings
 
 

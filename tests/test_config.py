@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main as cli_main
-from gateway.config import DEFAULT_CONFIG_PATH, Secret, load_settings, parse_settings
+from gateway.config import load_settings, parse_settings
 from gateway.errors import ConfigError
+from gateway.settings import DEFAULT_CONFIG_PATH, Secret
 
 MINIMAL = """
 routes:
@@ -199,7 +200,7 @@ def test_upstream_errors(extra: str, expected: str) -> None:
 
 
 def test_resilience_settings_are_parsed() -> None:
-    from gateway.config import BreakerSettings, Retries, Timeouts
+    from gateway.settings import BreakerSettings, Retries, Timeouts
 
     text = ROUTE.format(extra="timeouts: {first_byte: 5s, idle: 2s, total: 20s}\n      retries: 1\n      breaker: off")
     upstream = parse_settings(text, env={}).routes[0].upstream

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pytest_httpx import HTTPXMock
 
-from gateway.config import ConfigError
+from gateway.errors import ConfigError
 from tests.conftest import BACKEND_URL, make_settings
 from tests.tokens_support import ENV, KEY_A
 

@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 
 from gateway import metrics
 from gateway.app import create_app
-from gateway.config import StorageSettings
 from gateway.conversations import TurnRecorder
+from gateway.settings import StorageSettings
 from gateway.storage.base import ChatTurnRecord
 from tests.conftest import free_port, make_settings, serve
 from tests.services import gateway_serve, redis_server

@@ -21,7 +21,8 @@ from starlette.testclient import TestClient
 from examples.reference_backend.app import create_app as create_backend
 from gateway import openapi
 from gateway.app import create_app
-from gateway.config import DEFAULT_CONFIG_PATH, Settings, load_settings
+from gateway.config import load_settings
+from gateway.settings import DEFAULT_CONFIG_PATH, Settings
 from tests.conftest import free_port, make_settings, serve
 from tests.services import gateway_process
 

@@ -16,9 +16,9 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.config import RateLimitRule, RateLimitSettings
 from gateway.errors import RateLimited, ServiceUnavailable
 from gateway.ratelimit import RateLimiter
+from gateway.settings import RateLimitRule, RateLimitSettings
 from tests.conftest import BACKEND_URL, BASE_YAML, free_port, make_settings, serve
 from tests.services import Redis, gateway_process
 

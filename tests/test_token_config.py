@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import AvatarSettings, Secret, parse_settings
+from gateway.config import parse_settings
 from gateway.errors import ConfigError
+from gateway.settings import AvatarSettings, Secret
 from tests.tokens_support import KEY_A, KEY_B, token_settings
 
 

@@ -10,8 +10,8 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from gateway.avatar.base import MintedSession, VendorClient
-from gateway.config import ClientSettings
 from gateway.errors import ConfigError
+from gateway.settings import ClientSettings
 from gateway.signing import Signer
 from gateway.upstream import UpstreamClient
 from tests.conftest import BACKEND_URL

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.config import ClientSettings, Timeouts
 from gateway.errors import ProviderError
+from gateway.settings import ClientSettings, Timeouts
 from gateway.upstream import UpstreamClient, decode_json
 from tests.conftest import free_port
 

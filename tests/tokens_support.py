@@ -12,7 +12,8 @@ import yaml
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.config import Settings, parse_settings
+from gateway.config import parse_settings
+from gateway.settings import Settings
 from tests.conftest import BACKEND_URL
 
 # Long random-looking values, each unique, so a leak is found by plain substring search.

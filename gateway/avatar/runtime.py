@@ -18,8 +18,8 @@ from gateway.avatar.heygen import HeyGenProvider
 from gateway.avatar.liveavatar import LiveAvatarProvider
 from gateway.avatar.local import LocalProvider
 from gateway.avatar.sessions import SessionStore, open_session_store, store_url
-from gateway.config import AVATAR_BASE_URLS, AvatarSettings, HealthSettings, Settings
 from gateway.health import CachedProbe
+from gateway.settings import AVATAR_BASE_URLS, AvatarSettings, HealthSettings, Settings
 from gateway.signing import Signer, ephemeral_secret
 from gateway.upstream import UpstreamClient
 

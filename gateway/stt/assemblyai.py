@@ -18,8 +18,8 @@ import asyncio
 import time
 from typing import Any
 
-from gateway.config import SttSettings, Timeouts
 from gateway.errors import ProviderError
+from gateway.settings import SttSettings, Timeouts
 from gateway.stt.audio import Audio
 from gateway.stt.base import StreamToken, Transcript, language_or
 from gateway.vendor import VendorClient, nonempty_string

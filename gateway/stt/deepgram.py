@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.config import SttSettings
 from gateway.errors import ProviderError
+from gateway.settings import SttSettings
 from gateway.stt.audio import Audio
 from gateway.stt.base import StreamToken, Transcript, language_or
 from gateway.vendor import VendorClient, nonempty_string

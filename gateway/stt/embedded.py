@@ -24,8 +24,8 @@ from typing import Any
 
 import structlog
 
-from gateway.config import SttSettings
 from gateway.errors import ProviderError, ServiceUnavailable
+from gateway.settings import SttSettings
 from gateway.stt import worker
 from gateway.stt.audio import Audio
 from gateway.stt.base import SPEECH_PROVIDER, NoStreaming, StreamToken, Transcript

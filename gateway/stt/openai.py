@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import uuid
 
-from gateway.config import SttSettings
 from gateway.errors import ProviderError
+from gateway.settings import SttSettings
 from gateway.stt.audio import Audio
 from gateway.stt.base import NoStreaming, StreamToken, Transcript, language_or
 from gateway.vendor import VendorClient

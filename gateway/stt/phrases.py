@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import SttSettings
 from gateway.errors import ConfigError
+from gateway.settings import SttSettings
 
 MAX_TERMS = 100
 MAX_TERM_WORDS = 6  # AssemblyAI's limit per key term

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway.config import STT_BASE_URLS, STT_MODELS, HealthSettings, Settings, SttSettings
 from gateway.health import CachedProbe
+from gateway.settings import STT_BASE_URLS, STT_MODELS, HealthSettings, Settings, SttSettings
 from gateway.stt import audio
 from gateway.stt.assemblyai import STREAMING_URL, AssemblyAIProvider
 from gateway.stt.base import SPEECH_PROVIDER, SttProvider
