@@ -24,6 +24,7 @@ from types import TracebackType
 
 import structlog
 
+from gateway import metrics
 from gateway.errors import CircuitOpen, ProviderError, UpstreamFailed
 from gateway.settings import BreakerSettings
 
@@ -44,6 +45,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        metrics.breaker_state(name, CLOSED)
 
     @property
     def state(self) -> str:
@@ -99,6 +101,7 @@ class CircuitBreaker:
             log.warning("circuit_breaker", upstream=self.name, state=state, previous=self._state,
                         failures=self._failures, cooldown_s=self._settings.cooldown)
             self._state = state
+            metrics.breaker_state(self.name, state)
 
 
 class Call:

@@ -99,6 +99,16 @@ STORAGE_UP = Gauge(
     "gateway_storage_up", "1 when the conversation store answers, 0 when not (read when scraped; absent when "
     "no store is configured)", multiprocess_mode="mostrecent",
 )
+BREAKER_STATE = Gauge(
+    "gateway_circuit_breaker_state", "Circuit breaker per upstream route: 0 closed, 1 half-open, 2 open "
+    "(read when scraped)", ["upstream"], multiprocess_mode="livemax",
+)
+_BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def breaker_state(upstream: str, state: str) -> None:
+    BREAKER_STATE.labels(upstream).set(_BREAKER_VALUES[state])
+
 DRAINING = Gauge("gateway_draining", "1 while a worker drains for shutdown", multiprocess_mode="livemax")
 CONFIG_RELOADS = Counter("gateway_config_reloads_total", "SIGHUP config reloads, by result", ["result"])
 
@@ -234,6 +244,8 @@ def metrics_endpoint(trusted: tuple[IPNetwork, ...]) -> Callable[[Request], Awai
 
 
 async def _refresh_gauges(request: Request) -> None:
+    for name, breaker in request.state.upstream.breakers.items():  # route paths: a bounded set
+        breaker_state(name, breaker.state)  # open turns half-open with time, not with an event
     conversations = request.state.conversations
     if conversations is not None:
         STORAGE_UP.set(1 if await conversations.probe.status() == CONNECTED else 0)

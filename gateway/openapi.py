@@ -14,8 +14,8 @@ bundled config (with admin keys set, so the admin API is in it); regenerate it
 with ``python -m gateway.openapi > docs/openapi.json`` (a test checks it is current).
 
 Every error response is the contract's envelope (``#/components/schemas/Error``).
-The streaming (SSE) variant of chat does not exist yet: the chat operation says
-so and lists it under ``x-planned``; nothing in the document pretends to serve it.
+The streaming variant of chat (``Accept: text/event-stream``) is the same 200
+answer as Server-Sent Events, described beside the JSON one.
 """
 
 from __future__ import annotations
@@ -114,12 +114,20 @@ def _chat(route: Route, settings: Settings) -> Operation:
         },
     }
     token = settings.avatar.require_session_token
+    answer = _ok(_ref("ChatResponse"), "The answer (with `fallback: true` and `X-Gateway-Fallback: true` when it "
+                 "is the configured fallback)")
+    answer["content"]["text/event-stream"] = {
+        "schema": {"type": "string"},
+        "description": "With `Accept: text/event-stream`: Server-Sent Events `delta` ({text}), `sources` "
+                       "({sources}, once), then `done` (the ChatResponse object) or `error` (the envelope); "
+                       "`: ping` comments while the backend is silent.",
+    }
     return _operation(
         "Send a user message, get the AI answer (forwarded to the customer's backend)",
-        {200: _ok(_ref("ChatResponse"))},
+        {200: answer},
         body=body, errors=(*_BODY_ERRORS, *((401,) if token else ()), 429, 502, 503), secured=token,
-        description="Streaming (SSE) variant: planned, not implemented in this version (see x-planned).",
-        **{"x-planned": ["text/event-stream answer when the client sends Accept: text/event-stream"]},
+        parameters=[{"name": "Accept", "in": "header", "required": False, "schema": {"type": "string"},
+                     "description": "text/event-stream for the streaming variant; anything else: JSON"}],
     )
 
 
@@ -291,7 +299,8 @@ def _components(settings: Settings) -> dict[str, Any]:
         "ChatResponse": {"type": "object", "required": ["response", "sources", "sessionId"],
                          "properties": {"response": {"type": "string"},
                                         "sources": {"type": "array", "items": _ref("Source")},
-                                        "sessionId": {"type": "string"}}},
+                                        "sessionId": {"type": "string"},
+                                        "fallback": {"const": True}}},
         "TokenResponse": {"type": "object", "required": ["token", "sessionId", "expiresAt"],
                           "properties": {"token": {"type": "string"}, "sessionId": {"type": "string"},
                                          "expiresAt": {"type": "string", "format": "date-time"},
@@ -301,7 +310,9 @@ def _components(settings: Settings) -> dict[str, Any]:
                                   "timestamp": {"type": "string", "format": "date-time"},
                                   "providers": {"type": "object", "additionalProperties": provider,
                                                 "required": ["llm", "stt", "avatar"]},
-                                  "storage": provider}},
+                                  "storage": provider,
+                                  "breakers": {"type": "object", "description": "Circuit breaker per chat route",
+                                               "additionalProperties": {"enum": ["closed", "half_open", "open"]}}}},
         "Conversation": {"type": "object", "required": ["conversationId", "sessionId", "createdAt", "messageCount"],
                          "properties": {"conversationId": {"type": "string"}, "sessionId": {"type": "string"},
                                         "createdAt": {"type": "string", "format": "date-time"},

@@ -249,6 +249,11 @@ class UpstreamClient:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
+    @property
+    def breakers(self) -> Mapping[str, CircuitBreaker]:
+        """The circuit breakers made so far, by upstream name (route path)."""
+        return self._breakers
+
     def breaker(self, name: str, settings: BreakerSettings | None, provider: str) -> CircuitBreaker | None:
         """The circuit breaker of the upstream ``name`` (a route path), made on first use; None when off."""
         if settings is None:

@@ -206,3 +206,26 @@ def test_queue_time_believes_x_request_start_only_from_a_trusted_proxy() -> None
     assert m.arrival({"headers": header, "client": ("203.0.113.9", 1)}, 1000.0) == 1000.0
     assert m.arrival({"headers": [(b"x-request-start", b"t=1.0")], "client": ("127.0.0.1", 1)}, 1000.0) == 1000.0
     assert m.arrival({"headers": [(b"x-request-start", b"nonsense")], "client": ("127.0.0.1", 1)}, 1000.0) == 1000.0
+
+
+def test_circuit_breaker_state_is_a_metric() -> None:
+    # One failure opens this breaker: the gauge says 2 (open) for the route's upstream.
+    settings = make_settings(yaml_text=f"""
+auth: {{admin_keys: "{ADMIN_KEY}"}}
+storage: {{record_chat_turns: false}}
+routes:
+  - path: /api/chat-breaker
+    handler: chat
+    rate_limit: "off"
+    upstream:
+      url: "http://127.0.0.1:{free_port()}/api/chat"
+      retries: {{attempts: 0}}
+      breaker: {{failures: 1, cooldown: 1h}}
+""")
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.post("/api/chat-breaker", json={"message": "hi"}).status_code == 502
+        s = samples(client.get("/metrics", headers=admin).text)
+        assert value(s, "gateway_circuit_breaker_state", upstream="/api/chat-breaker") == 2
+        refused = client.post("/api/chat-breaker", json={"message": "hi"})
+        assert refused.status_code == 502 and "circuit breaker open" in refused.json()["error"]["message"]

@@ -88,7 +88,8 @@ def test_validation_limits_come_from_the_settings() -> None:
     body = chat["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["message"]["maxLength"] == 100
     assert body["properties"]["history"]["maxItems"] == 3
-    assert "planned" in chat["description"] and chat["x-planned"]
+    # The streaming variant is described as what it is: the same 200, as Server-Sent Events.
+    assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
 
 
 def test_every_error_response_is_the_envelope() -> None:
