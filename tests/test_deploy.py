@@ -6,6 +6,8 @@ private, streams chat unbuffered, and carries a reload under load without failin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from gateway.app import create_app
+from gateway.config import parse_settings
 from tests.conftest import free_port, serve
 from tests.services import NGINX_MAIN, binary, gateway_serve, nginx
 from tests.test_lifecycle import backend, load, wait_for
@@ -117,21 +121,26 @@ def test_a_reload_under_load_through_nginx_fails_no_request(deployed) -> None:  
     assert [r for r in results if r[0] != 200] == [] and len(results) > 50
 
 
-# -- streaming through the recipe's chat location --------------------------------------
+# -- streaming through the recipe and the gateway ------------------------------------------
 
 
-def streaming_stand_in(acknowledged: asyncio.Event) -> Starlette:
-    """Sends one SSE event, then waits until the client says (directly, not through nginx)
-    that it has it: a buffering proxy would hold that event back and the client never could."""
+def handshake_backend(acknowledged: asyncio.Event) -> Starlette:
+    """OpenAI-compatible SSE that sends its first delta, then waits until the client says (directly,
+    not through nginx and the gateway) that it has it: a buffering hop would hold that delta back
+    and the client never could."""
+
+    def chunk(text: str) -> bytes:
+        return b"data: " + json.dumps({"choices": [{"delta": {"content": text}}]}).encode() + b"\n\n"
 
     async def chat(request: Request) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:
-            yield b"data: first\n\n"
+            yield chunk("first ")
             try:
                 await asyncio.wait_for(acknowledged.wait(), 5)
-                yield b"data: second\n\n"
+                yield chunk("second")
             except TimeoutError:
-                yield b"data: never-acknowledged\n\n"
+                yield chunk("never-acknowledged")
+            yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -139,20 +148,42 @@ def streaming_stand_in(acknowledged: asyncio.Event) -> Starlette:
         acknowledged.set()
         return JSONResponse({})
 
-    return Starlette(routes=[Route("/api/chat", chat, methods=["POST"]), Route("/ack", ack, methods=["POST"])])
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/ack", ack, methods=["POST"])])
 
 
-def test_the_chat_location_streams_unbuffered(tmp_path: Path) -> None:
+def test_a_streamed_answer_passes_the_recipe_and_the_gateway_unbuffered(tmp_path: Path) -> None:
     acknowledged = asyncio.Event()
     tport = free_port()
-    with serve(streaming_stand_in(acknowledged)) as stand_in:
-        port = int(stand_in.rsplit(":", 1)[1])
-        with (
-            nginx(site(tmp_path, port, tport), tmp_path, tport),
-            httpx.Client(verify=False, timeout=3) as client,
-            client.stream("POST", f"https://127.0.0.1:{tport}/api/chat", json={"message": "hi"}) as r,
-        ):
-            chunks = r.iter_raw()
-            assert next(chunks) == b"data: first\n\n"  # arrived while the stand-in still waits
-            httpx.post(f"{stand_in}/ack")
-            assert b"".join(chunks) == b"data: second\n\n"
+    settings = parse_settings(yaml.safe_dump({
+        "server": {"log_format": "json"},
+        "storage": {"record_chat_turns": False},
+        "routes": [{
+            "path": "/api/chat", "handler": "chat", "rate_limit": "off",
+            "upstream": {"url": "http://127.0.0.1:9/v1/chat/completions"},
+            "mapping": {
+                "request": {"model": "m", "stream": "$stream", "messages": {"$conversation": {}}},
+                "response": {"response": "choices[0].message.content", "sources": None},
+                "stream": {"format": "sse", "delta": "choices[0].delta.content"},
+            },
+        }],
+    }), env={"CHAT_API_URL": ""})
+    with serve(handshake_backend(acknowledged)) as backend_url:
+        route = settings.routes[0]
+        upstream = dataclasses.replace(route.upstream, url=f"{backend_url}/v1/chat/completions")
+        settings = dataclasses.replace(settings, routes=(dataclasses.replace(route, upstream=upstream),))
+        with serve(create_app(settings)) as gateway:
+            port = int(gateway.rsplit(":", 1)[1])
+            with (
+                nginx(site(tmp_path, port, tport), tmp_path, tport),
+                httpx.Client(verify=False, timeout=3) as client,
+                client.stream("POST", f"https://127.0.0.1:{tport}/api/chat", json={"message": "hi"},
+                              headers={"Accept": "text/event-stream"}) as r,
+            ):
+                assert r.headers["content-type"].startswith("text/event-stream")
+                lines = r.iter_lines()
+                assert next(lines) == "event: delta"
+                data = next(lines)
+                assert json.loads(data.removeprefix("data: ")) == {"text": "first "}  # while the backend waits
+                httpx.post(f"{backend_url}/ack")
+                rest = "\n".join(lines)
+    assert "second" in rest and "event: done" in rest and "never-acknowledged" not in rest

@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pytest
 import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from tests.conftest import free_port, serve
@@ -179,3 +179,58 @@ def test_sigterm_drains_a_request_in_flight_reports_draining_and_flushes_turns(
     assert [(r.status_code, r.json()["response"]) for r in answers] == [(200, "A: slow goodbye")]
     with sqlite3.connect(tmp_path / "gateway.db") as db:
         assert db.execute("SELECT message FROM chat_turns").fetchall() == [("slow goodbye",)]
+
+
+def streaming_backend() -> Starlette:
+    """OpenAI-compatible SSE: six words, 0.25 s apart, then [DONE]."""
+
+    async def chat(request: Request) -> StreamingResponse:
+        body = await request.json()
+        assert body["stream"] is True
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for word in ("We ", "ship ", "to ", "Canada ", "within ", "a week."):
+                yield b"data: " + json.dumps({"choices": [{"delta": {"content": word}}]}).encode() + b"\n\n"
+                await asyncio.sleep(0.25)
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def test_sigterm_lets_a_stream_in_flight_finish(tmp_path: Path) -> None:
+    path, log, port = tmp_path / "gateway.yaml", tmp_path / "gateway.log", free_port()
+    with serve(streaming_backend()) as backend:
+        path.write_text(yaml.safe_dump({
+            "server": {"log_format": "json", "log_level": "info", "drain_timeout": "10s"},
+            "storage": {"url": f"sqlite:///{tmp_path}/gateway.db", "record_chat_turns": True},
+            "routes": [{
+                "path": "/api/chat", "handler": "chat", "rate_limit": "off",
+                "upstream": {"url": f"{backend}/v1/chat/completions"},
+                "mapping": {
+                    "request": {"model": "m", "stream": "$stream", "messages": {"$conversation": {}}},
+                    "response": {"response": "choices[0].message.content", "sources": None},
+                    "stream": {"format": "sse", "delta": "choices[0].delta.content"},
+                },
+            }],
+        }))
+        with gateway_serve(path, port, log, workers=1) as proc:
+            wait_for(log, "gateway_started", 1)
+            events_seen: list[str] = []
+            with httpx.stream("POST", f"http://127.0.0.1:{port}/api/chat", json={"message": "Canada?"},
+                              headers={"Accept": "text/event-stream"}, timeout=20) as r:
+                assert r.status_code == 200
+                for line in r.iter_lines():
+                    if line.startswith("event: "):
+                        events_seen.append(line.removeprefix("event: "))
+                        if events_seen == ["delta"]:  # the stream has begun: now the shutdown
+                            os.kill(proc.pid, signal.SIGTERM)
+                    elif line.startswith("data: ") and events_seen[-1] == "done":
+                        done = json.loads(line.removeprefix("data: "))
+            # One worker: uvicorn re-raises the SIGTERM after its graceful shutdown (systemd: clean).
+            assert proc.wait(20) in (0, -signal.SIGTERM)
+    assert events_seen == ["delta"] * 6 + ["done"]
+    assert done["response"] == "We ship to Canada within a week."
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        assert db.execute("SELECT answer FROM chat_turns").fetchall() == [("We ship to Canada within a week.",)]
