@@ -169,7 +169,7 @@ def test_local_token_claims_expiry_and_signature(token_client, clock) -> None:
     assert r.status_code == 200
     assert r.headers["cache-control"] == "no-store"
     body = r.json()
-    assert set(body) == {"token", "sessionId", "expiresAt"}  # no chatToken unless required
+    assert set(body) == {"token", "sessionId", "expiresAt", "chatToken"}  # chatToken: with every session
     claims = jwt.decode(body["token"], SIGNING_SECRET, algorithms=["HS256"], audience="avatar", issuer=ISSUER,
                         options={"require": ["exp", "iat", "jti", "sid"]})
     assert claims["sid"] == claims["sub"] == body["sessionId"]
