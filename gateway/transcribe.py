@@ -2,8 +2,9 @@
 
 The browser records the visitor; the audio reaches the gateway (from the
 page itself with its session's chatToken, accepted wherever the gateway has
-avatar sessions, or through the company's server with an API key) and the text goes on to /api/chat. Vendor keys never leave the gateway:
-for live streaming the browser gets a short-lived vendor token instead.
+avatar sessions, or through the company's server with an API key) and the
+text goes on to /api/chat. Vendor keys never leave the gateway: for live
+streaming the browser gets a short-lived vendor token instead.
 
 Both routes are billable, so they are protected like the avatar token route
 (``auth.key_or_chat_token``) and limited per session: the chatToken's

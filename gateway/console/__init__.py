@@ -46,8 +46,8 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"permissions-policy", b"microphone=(self), camera=(), geolocation=()"),
-    (b"cache-control", b"no-cache"),
 ]
+DEFAULT_CACHE_CONTROL = (b"cache-control", b"no-cache")  # unless the response sets its own (no-store)
 
 
 class SecurityHeaders:
@@ -65,6 +65,8 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 names = {name for name, _ in SECURITY_HEADERS}
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                if not any(k.lower() == b"cache-control" for k, _ in kept):
+                    kept.append(DEFAULT_CACHE_CONTROL)
                 message = {**message, "headers": kept + SECURITY_HEADERS}
             await send(message)
 
