@@ -114,10 +114,10 @@ SECRET = "console_signing_secret_0123456789abcdef"
 SESSION = "/console/session"
 
 
-def session_yaml(console: str = "console: {enabled: true}", avatar: str = "", routes: str = "") -> str:
+def session_yaml(db: Path, console: str = "console: {enabled: true}", avatar: str = "", routes: str = "") -> str:
     return f"""
 server: {{log_format: json}}
-storage: {{url: "sqlite:///:memory:", record_chat_turns: false}}
+storage: {{url: "sqlite:///{db}", record_chat_turns: false}}
 auth: {{api_keys: "server-key-0123456789abcdef"}}
 avatar: {{signing_secret: "{SECRET}", {avatar}}}
 {console}
@@ -129,20 +129,21 @@ routes:
 {routes}"""
 
 
-def test_the_session_route_exists_only_with_the_console_and_avatar_sessions(client_for) -> None:  # type: ignore[no-untyped-def]
-    off = client_for(make_settings(yaml_text=session_yaml(console="")))
+def test_the_session_route_exists_only_with_the_console_and_avatar_sessions(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    off = client_for(make_settings(yaml_text=session_yaml(tmp_path / "off.db", console="")))
     assert off.post(SESSION).json() == {"error": {"code": "NOT_FOUND", "message": "No route for /console/session"}}
-    no_avatar = client_for(make_settings(yaml_text=yaml_text(console="console: {enabled: true}")))
+    no_avatar = client_for(make_settings(yaml_text=yaml_text(f"sqlite:///{tmp_path}/n.db",
+                                                             console="console: {enabled: true}")))
     assert no_avatar.get("/console/").status_code == 200
     assert no_avatar.post(SESSION).status_code == 404  # the page then talks without a session
-    on = client_for(make_settings(yaml_text=session_yaml()))
+    on = client_for(make_settings(yaml_text=session_yaml(tmp_path / "g.db")))
     assert on.post(SESSION).status_code == 200
     wrong = on.get(SESSION)
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
 
 
-def test_a_console_session_is_a_capped_session_with_a_chat_token_and_nothing_else(client_for) -> None:  # type: ignore[no-untyped-def]
-    client = client_for(make_settings(yaml_text=session_yaml(avatar="max_concurrent_sessions: 1, session_ttl: 2m")))
+def test_a_console_session_is_a_capped_session_with_a_chat_token_and_nothing_else(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(make_settings(yaml_text=session_yaml(tmp_path / "g.db", avatar="max_concurrent_sessions: 1, session_ttl: 2m")))
     r = client.post(SESSION)
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     assert "access-control-allow-origin" not in r.headers
@@ -161,8 +162,8 @@ def test_a_console_session_is_a_capped_session_with_a_chat_token_and_nothing_els
     assert client.post(SESSION).status_code == 200
 
 
-def test_console_sessions_are_rate_limited_per_client_ip() -> None:
-    yaml = session_yaml(console="console: {enabled: true, session_rate_limit: 2/minute}",
+def test_console_sessions_are_rate_limited_per_client_ip(tmp_path: Path) -> None:
+    yaml = session_yaml(tmp_path / "g.db", console="console: {enabled: true, session_rate_limit: 2/minute}",
                         avatar="max_concurrent_sessions: off")
     # Behind the trusted local proxy (the default trusted_proxies), X-Forwarded-For names the visitor.
     with TestClient(create_app(make_settings(yaml_text=yaml)), client=("127.0.0.1", 50000)) as client:
@@ -177,8 +178,8 @@ def test_console_sessions_are_rate_limited_per_client_ip() -> None:
         assert open_as("203.0.113.6").status_code == 200  # another visitor has its own budget
 
 
-def test_the_session_route_refuses_other_sites_before_counting_them(client_for) -> None:  # type: ignore[no-untyped-def]
-    yaml = session_yaml(console="console: {enabled: true, session_rate_limit: 1/minute}")
+def test_the_session_route_refuses_other_sites_before_counting_them(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    yaml = session_yaml(tmp_path / "g.db", console="console: {enabled: true, session_rate_limit: 1/minute}")
     client = client_for(make_settings(yaml_text=yaml))
     for site in ("cross-site", "same-site", "none"):
         r = client.post(SESSION, headers={"Sec-Fetch-Site": site})
@@ -189,13 +190,13 @@ def test_the_session_route_refuses_other_sites_before_counting_them(client_for) 
     assert client.post(SESSION, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
 
 
-def test_session_rate_limit_setting() -> None:
-    default = make_settings(yaml_text=session_yaml()).console.session_rate_limit
+def test_session_rate_limit_setting(tmp_path: Path) -> None:
+    default = make_settings(yaml_text=session_yaml(tmp_path / "g.db")).console.session_rate_limit
     assert [(r.text, r.key) for r in default] == [("10/minute", "ip")]
-    assert make_settings(yaml_text=session_yaml(console="console: {enabled: true, session_rate_limit: off}")
+    assert make_settings(yaml_text=session_yaml(tmp_path / "g.db", console="console: {enabled: true, session_rate_limit: off}")
                          ).console.session_rate_limit == ()
     with pytest.raises(ConfigError) as bad:
-        make_settings(yaml_text=session_yaml(console="console: {enabled: true, session_rate_limit: often}"))
+        make_settings(yaml_text=session_yaml(tmp_path / "g.db", console="console: {enabled: true, session_rate_limit: often}"))
     assert str(bad.value) == "console.session_rate_limit: 'often' is not a rate limit like '60/minute' or '10/second;60/minute'"
 
 
