@@ -96,7 +96,7 @@ def create_app(
         routes.append(StarletteRoute("/api/admin/export", admin_export, methods=["GET"]))
         routes.append(StarletteRoute("/api/admin/charts/activity", admin_chart, methods=["GET"]))
     if settings.console.enabled:  # the browser console (gateway/console/), off unless enabled
-        routes.extend(console_routes())
+        routes.extend(console_routes(settings))
     trusted_proxies = parse_networks(settings.server.trusted_proxies)
     resolver = ClientResolver(trusted_proxies, settings.server.client_ip_header)
     request_metrics = None

@@ -5,11 +5,15 @@ Three kinds, all sent as ``Authorization: Bearer <credential>``:
 - **server API keys** (``auth.api_keys``): the token route's callers, and
   the server-side way to end a session;
 - **admin keys** (``auth.admin_keys``): the admin read API;
-- **chatTokens**: gateway-signed JWTs (audience ``chat``) minted with an
-  avatar session when ``avatar.require_session_token`` is on; /api/chat
-  then requires one and pins the body's sessionId to it, so a stranger
-  cannot use a public chat route and one visitor cannot write into
-  another's session.
+- **chatTokens**: gateway-signed JWTs (audience ``chat``) minted with every
+  avatar session (the token route, the console's session route). A chatToken
+  proves a session this gateway minted, whatever the chat settings, so the
+  routes a visitor's browser calls with its own credential (speech-to-text,
+  ending the session) accept one whenever the gateway has an avatar runtime
+  (``session_signer``). /api/chat requires one only when
+  ``avatar.require_session_token`` is on, and then pins the body's sessionId
+  to it, so a stranger cannot use a public chat route and one visitor cannot
+  write into another's session.
 
 Keys: several may be configured at once so they can be rotated (add the new
 one, move callers over, remove the old one). Every configured key is
@@ -96,10 +100,25 @@ def authorize_chat(request: Request, signer: Signer | None) -> str | None:
     return chat_token_session(signer, bearer(request, "chatToken"))
 
 
-def key_or_chat_token(request: Request, keys: Sequence[str], signer: Signer | None) -> str | None:
+def session_signer(request: Request) -> Signer | None:
+    """The signer that verifies chatTokens on the routes other than /api/chat: the avatar
+    runtime's, whenever the gateway has one (None: no avatar sessions, so no chatToken
+    can be valid). Unlike ``request.state.chat_signer`` it does not depend on
+    ``avatar.require_session_token``: that switch says whether *chat* demands a token,
+    not whether a token the gateway signed is proof of a session it minted."""
+    avatar = request.state.avatar
+    if avatar is None:
+        return None
+    signer: Signer = avatar.signer
+    return signer
+
+
+def key_or_chat_token(request: Request, keys: Sequence[str]) -> str | None:
     """For billable routes a browser may call (speech-to-text): a server API key (None:
-    the caller names its own session), or, when chat tokens are on (``signer``), a valid
-    chatToken (its sessionId). 401 otherwise, as on the token route."""
+    the caller names its own session), or, where the gateway has avatar sessions
+    (``session_signer``), a valid chatToken (its sessionId). 401 otherwise, as on the
+    token route."""
+    signer = session_signer(request)
     credential = bearer(request, "key" if signer is None else "key or chatToken")
     if key_matches(credential, keys):
         return None

@@ -31,6 +31,7 @@ from gateway.settings import (
     CLIENT_IP_HEADERS,
     CONFIG_ENV,
     CONSOLE_ENV,
+    CONSOLE_SESSION_RATE_LIMIT,
     DATABASE_URL_ENV,
     DEFAULT_CONFIG_PATH,
     HANDLERS,
@@ -636,8 +637,11 @@ def _auth(node: _Node | None, storage: _Node | None) -> AuthSettings:
 
 
 def _console(node: _Node) -> ConsoleSettings:
-    n = node.mapping(("enabled",))
-    return ConsoleSettings(enabled=_get(n, "enabled", _switch, False))
+    n = node.mapping(("enabled", "session_rate_limit"))
+    return ConsoleSettings(
+        enabled=_get(n, "enabled", _switch, False),
+        session_rate_limit=_rate_limits(n.get("session_rate_limit"), CONSOLE_SESSION_RATE_LIMIT),
+    )
 
 
 def _switch(node: _Node) -> bool:

@@ -4,6 +4,7 @@
     ├── InvalidRequest              400 INVALID_REQUEST   (the contract's)
     ├── Unauthorized                401 UNAUTHORIZED      (the contract's)
     │   └── InvalidToken                a gateway-signed token failed verification
+    ├── Forbidden                   403 FORBIDDEN         (a console route called from another site)
     ├── NotFound                    404 NOT_FOUND
     ├── MethodNotAllowed            405 METHOD_NOT_ALLOWED
     ├── RequestTimeout              408 REQUEST_TIMEOUT
@@ -69,6 +70,10 @@ class Unauthorized(GatewayError):
 
 class InvalidToken(Unauthorized):
     """``detail`` says why (expired, bad signature, ...), never the token."""
+
+
+class Forbidden(GatewayError):
+    status_code, code = 403, "FORBIDDEN"
 
 
 class NotFound(GatewayError):

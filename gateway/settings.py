@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from limits import RateLimitItem
+from limits import RateLimitItem, parse_many
 
 from gateway.mapping import Expression, Template, compile_template
 
@@ -55,6 +55,7 @@ MIN_KEY_CHARS = 16
 DEFAULT_DATABASE_URL = "sqlite:///data/gateway.db"
 DATABASE_URL_ENV = "DATABASE_URL"
 CONSOLE_ENV = "GATEWAY_CONSOLE"
+CONSOLE_SESSION_RATE_LIMIT = "10/minute"  # POST /console/session, per client IP (the token route's rate)
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
 DEFAULT_METRICS_NETWORKS = ("127.0.0.1/32", "::1/128")
 DEFAULT_DRAIN_DELAY = 0.0
@@ -351,9 +352,14 @@ class AvatarSettings:
 @dataclass(frozen=True)
 class ConsoleSettings:
     """The browser console (gateway/console/): the playground at /console/ and the
-    dashboard at /console/analytics. Off unless enabled; scripts/demo enables it."""
+    dashboard at /console/analytics. Off unless enabled; scripts/demo enables it.
+    ``session_rate_limit``: how often one client may open an avatar session through
+    ``POST /console/session`` (per IP unless the rule names another key)."""
 
     enabled: bool = False
+    session_rate_limit: tuple[RateLimitRule, ...] = field(default_factory=lambda: (
+        RateLimitRule(tuple(parse_many(CONSOLE_SESSION_RATE_LIMIT)), "ip", CONSOLE_SESSION_RATE_LIMIT),
+    ))
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ page cannot read it cross-origin), is rate limited per credential, and the
 vendor key never leaves the gateway. Tokens are answered with
 ``Cache-Control: no-store`` and never logged.
 
-With ``avatar.require_session_token`` the answer also carries ``chatToken``,
-a gateway-signed JWT (audience ``chat``) for the same sessionId and expiry,
-which /api/chat then requires (see ``auth.py``).
+The answer also carries ``chatToken``, a gateway-signed JWT (audience
+``chat``) for the same sessionId and expiry: the visitor's browser sends it to
+/api/transcribe and /api/sessions/end, and to /api/chat, which requires it
+when ``avatar.require_session_token`` is on (see ``auth.py``).
 """
 
 from __future__ import annotations
@@ -61,9 +62,8 @@ async def get_access_token(request: Request, route: Route) -> JSONResponse:
     runtime = _runtime(request)
     minted = await runtime.guard.open(avatar_id, voice_id)
     request.scope["state"]["session_id"] = minted.session_id
-    body = {"token": minted.token, "sessionId": minted.session_id, "expiresAt": iso(minted.expires_at)}
-    if settings.avatar.require_session_token:
-        body["chatToken"] = runtime.signer.issue(CHAT_AUDIENCE, minted.session_id, minted.expires_at)
+    body = {"token": minted.token, "sessionId": minted.session_id, "expiresAt": iso(minted.expires_at),
+            "chatToken": runtime.signer.issue(CHAT_AUDIENCE, minted.session_id, minted.expires_at)}
     log.info(
         "avatar_session_minted",
         session_id=minted.session_id,

@@ -1,9 +1,10 @@
 """POST /api/transcribe and POST /api/stt-token: speech-to-text for the avatar.
 
 The browser records the visitor; the audio reaches the gateway (from the
-page itself with a chatToken, or through the company's server with an API
-key) and the text goes on to /api/chat. Vendor keys never leave the gateway:
-for live streaming the browser gets a short-lived vendor token instead.
+page itself with its session's chatToken, accepted wherever the gateway has
+avatar sessions, or through the company's server with an API key) and the
+text goes on to /api/chat. Vendor keys never leave the gateway: for live
+streaming the browser gets a short-lived vendor token instead.
 
 Both routes are billable, so they are protected like the avatar token route
 (``auth.key_or_chat_token``) and limited per session: the chatToken's
@@ -52,7 +53,7 @@ def _runtime(request: Request) -> SttRuntime:
 async def _authorize(request: Request, route: Route) -> str:
     """Check the caller and count the request against the route's per-session limits."""
     settings: Settings = request.state.settings
-    session_id = key_or_chat_token(request, settings.auth.api_keys, request.state.chat_signer)
+    session_id = key_or_chat_token(request, settings.auth.api_keys)
     if session_id is None:
         named = request.query_params.get("sessionId")
         session_id = (

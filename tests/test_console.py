@@ -1,6 +1,9 @@
 """The console's server side: mounted only when enabled, a strict CSP, pages without inline
-code; the admin API the dashboard reads (statistics, search, export, chart) on both real
-stores (SQLite file, PostgreSQL server). The pages themselves: tests/test_console_browser.py."""
+code; the console's session route (POST /console/session: mounted with avatar sessions only,
+same origin, rate limited per client, capped by the cost guard, its chatToken good for the
+visitor's routes); the admin API the dashboard reads (statistics, search, export, chart) on
+both real stores (SQLite file, PostgreSQL server). The pages themselves:
+tests/test_console_browser.py."""
 
 from __future__ import annotations
 
@@ -10,9 +13,13 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
+from starlette.testclient import TestClient
 
+from gateway.app import create_app
 from gateway.console import STATIC
 from gateway.errors import ConfigError
 from gateway.storage import NewConversation, open_store
@@ -99,6 +106,98 @@ def test_pages_have_no_inline_script_or_style_and_every_control_a_label() -> Non
     for script in (STATIC / "assets").glob("*.js"):
         code = script.read_text()
         assert "innerHTML" not in code and "eval(" not in code and "new Function" not in code, script.name
+
+
+# -- POST /console/session: the console's stand-in for the company's server ----------------------
+
+SECRET = "console_signing_secret_0123456789abcdef"
+SESSION = "/console/session"
+
+
+def session_yaml(db: Path, console: str = "console: {enabled: true}", avatar: str = "", routes: str = "") -> str:
+    return f"""
+server: {{log_format: json}}
+storage: {{url: "sqlite:///{db}", record_chat_turns: false}}
+auth: {{api_keys: "server-key-0123456789abcdef"}}
+avatar: {{signing_secret: "{SECRET}", {avatar}}}
+{console}
+routes:
+  - path: /api/health
+    handler: health
+  - path: /api/sessions/end
+    handler: session_end
+{routes}"""
+
+
+def test_the_session_route_exists_only_with_the_console_and_avatar_sessions(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    off = client_for(make_settings(yaml_text=session_yaml(tmp_path / "off.db", console="")))
+    assert off.post(SESSION).json() == {"error": {"code": "NOT_FOUND", "message": "No route for /console/session"}}
+    no_avatar = client_for(make_settings(yaml_text=yaml_text(f"sqlite:///{tmp_path}/n.db",
+                                                             console="console: {enabled: true}")))
+    assert no_avatar.get("/console/").status_code == 200
+    assert no_avatar.post(SESSION).status_code == 404  # the page then talks without a session
+    on = client_for(make_settings(yaml_text=session_yaml(tmp_path / "g.db")))
+    assert on.post(SESSION).status_code == 200
+    wrong = on.get(SESSION)
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_a_console_session_is_a_capped_session_with_a_chat_token_and_nothing_else(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(make_settings(yaml_text=session_yaml(tmp_path / "g.db", avatar="max_concurrent_sessions: 1, session_ttl: 2m")))
+    r = client.post(SESSION)
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    assert "access-control-allow-origin" not in r.headers
+    body = r.json()
+    assert set(body) == {"sessionId", "expiresAt", "chatToken"}  # no avatar token, no key
+    claims = jwt.decode(body["chatToken"], SECRET, algorithms=["HS256"], audience="chat")
+    assert claims["sid"] == body["sessionId"]
+    # The cost guard counts it like any other session: the cap (1) is reached.
+    full = client.post(SESSION)
+    assert full.status_code == 429 and full.json()["error"]["message"].startswith(
+        "Concurrent avatar session limit reached (1); retry in ")
+    assert int(full.headers["retry-after"]) > 0
+    # The visitor ends it with its own chatToken, which frees the slot.
+    ended = client.post("/api/sessions/end", headers={"Authorization": f"Bearer {body['chatToken']}"})
+    assert ended.json() == {"success": True, "sessionId": body["sessionId"], "ended": True}
+    assert client.post(SESSION).status_code == 200
+
+
+def test_console_sessions_are_rate_limited_per_client_ip(tmp_path: Path) -> None:
+    yaml = session_yaml(tmp_path / "g.db", console="console: {enabled: true, session_rate_limit: 2/minute}",
+                        avatar="max_concurrent_sessions: off")
+    # Behind the trusted local proxy (the default trusted_proxies), X-Forwarded-For names the visitor.
+    with TestClient(create_app(make_settings(yaml_text=yaml)), client=("127.0.0.1", 50000)) as client:
+        def open_as(ip: str) -> Any:
+            return client.post(SESSION, headers={"X-Forwarded-For": ip})
+
+        assert [open_as("203.0.113.5").status_code for _ in range(2)] == [200, 200]
+        refused = open_as("203.0.113.5")
+        assert refused.status_code == 429
+        assert refused.json()["error"]["message"] == "Too many requests: limit is 2 per minute; retry in 60s"
+        assert refused.headers["ratelimit-policy"] == '"default";q=2;w=60' and refused.headers["retry-after"] == "60"
+        assert open_as("203.0.113.6").status_code == 200  # another visitor has its own budget
+
+
+def test_the_session_route_refuses_other_sites_before_counting_them(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    yaml = session_yaml(tmp_path / "g.db", console="console: {enabled: true, session_rate_limit: 1/minute}")
+    client = client_for(make_settings(yaml_text=yaml))
+    for site in ("cross-site", "same-site", "none"):
+        r = client.post(SESSION, headers={"Sec-Fetch-Site": site})
+        assert r.status_code == 403, site
+        assert r.json() == {"error": {"code": "FORBIDDEN", "message":
+                                      f"/console/session only answers the console's own pages (Sec-Fetch-Site: {site})"}}
+    # Those refusals did not spend the one request a minute the page has.
+    assert client.post(SESSION, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
+
+
+def test_session_rate_limit_setting(tmp_path: Path) -> None:
+    default = make_settings(yaml_text=session_yaml(tmp_path / "g.db")).console.session_rate_limit
+    assert [(r.text, r.key) for r in default] == [("10/minute", "ip")]
+    assert make_settings(yaml_text=session_yaml(tmp_path / "g.db", console="console: {enabled: true, session_rate_limit: off}")
+                         ).console.session_rate_limit == ()
+    with pytest.raises(ConfigError) as bad:
+        make_settings(yaml_text=session_yaml(tmp_path / "g.db", console="console: {enabled: true, session_rate_limit: often}"))
+    assert str(bad.value) == "console.session_rate_limit: 'often' is not a rate limit like '60/minute' or '10/second;60/minute'"
 
 
 # -- the admin API behind the dashboard, on both stores ----------------------------------------

@@ -7,7 +7,9 @@ Screenshots of both pages at desktop and phone widths are written to docs/screen
 
 from __future__ import annotations
 
+import io
 import time
+import wave
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +32,9 @@ PHONE = {"width": 390, "height": 844}
 pytestmark = pytest.mark.integration
 
 
-def gateway_yaml(db: Path, chat_url: str, chat_extra: str = "", routes_extra: str = "") -> str:
+def gateway_yaml(db: Path, chat_url: str, chat_extra: str = "", routes_extra: str = "", top_extra: str = "") -> str:
     return f"""
+{top_extra}
 server: {{log_format: json, log_level: warning}}
 storage: {{url: "sqlite:///{db}", record_chat_turns: true}}
 auth: {{admin_keys: "{ADMIN}"}}
@@ -60,9 +63,11 @@ def gateway(tmp_path: Path, backend: str) -> Callable[..., str]:
     """Start a gateway with the console on (fresh SQLite file each) and return its base URL."""
     stack: list[Any] = []
 
-    def start(chat_url: str = f"{backend}/api/chat", chat_extra: str = "", routes_extra: str = "") -> str:
+    def start(chat_url: str = f"{backend}/api/chat", chat_extra: str = "", routes_extra: str = "",
+              top_extra: str = "") -> str:
         db = tmp_path / f"gateway-{len(stack)}.db"
-        server = serve(create_app(make_settings(yaml_text=gateway_yaml(db, chat_url, chat_extra, routes_extra))))
+        yaml_text = gateway_yaml(db, chat_url, chat_extra, routes_extra, top_extra)
+        server = serve(create_app(make_settings(yaml_text=yaml_text)))
         stack.append(server)
         return server.__enter__()
 
@@ -270,39 +275,86 @@ def test_dashboard_refuses_a_wrong_key_then_shows_what_visitors_did(
 
 # -- the microphone: Chromium's fake audio device plays an espeak-ng WAV -----------------------
 
+KNOWLEDGE = Path(__file__).resolve().parent.parent / "examples" / "reference_backend" / "knowledge"
+SPOKEN = "How long do I have to return a jacket?"  # tests/test_stt_embedded.py recognises it reliably
 
-def test_microphone_recording_reaches_transcribe_and_a_refusal_is_said(
-    tmp_path: Path, playwright: Playwright, gateway: Callable[..., str]
+
+def padded(wav: bytes, before: float = 0.4, after: float = 0.6) -> tuple[bytes, float]:
+    """``wav`` with silence around it (the recorder starts and stops by hand), and its length."""
+    with wave.open(io.BytesIO(wav)) as source:
+        params, frames = source.getparams(), source.readframes(source.getnframes())
+    silence = b"\0" * params.sampwidth * params.nchannels
+    out = io.BytesIO()
+    with wave.open(out, "wb") as target:
+        target.setparams(params)
+        target.writeframes(silence * int(before * params.framerate) + frames + silence * int(after * params.framerate))
+    # Not params.nframes: espeak-ng writing to stdout cannot know the length and puts 0x7fffffff there.
+    speech = len(frames) / (params.sampwidth * params.nchannels * params.framerate)
+    return out.getvalue(), before + speech + after
+
+
+def test_spoken_question_through_the_microphone_is_answered_with_its_source(
+    tmp_path: Path, playwright: Playwright, gateway: Callable[..., str], backend: str
 ) -> None:
-    """The page records through the (fake) microphone and uploads to /api/transcribe. The
-    route wants a server API key or a chatToken, which the console cannot hold yet, so the
-    gateway refuses and the page says why: the whole path up to the credential."""
+    """The whole microphone path in a real browser: the page opens its avatar session
+    (POST /console/session, as the company's page would get one from its server), records
+    through Chromium's fake microphone playing espeak-ng speech, uploads the recording to
+    /api/transcribe with the session's chatToken (the embedded engine, biased with the
+    reference knowledge base), asks the transcript, shows the answer citing the returns
+    document, and ends the session with the chatToken when the conversation ends."""
     from tests.stt_support import speak
 
+    audio, seconds = padded(speak(SPOKEN))
     wav = tmp_path / "question.wav"
-    wav.write_bytes(speak("Do you ship to Canada?"))
-    transcribe = "  - path: /api/transcribe\n    handler: transcribe\n"
-    base = gateway(routes_extra=transcribe)
+    wav.write_bytes(audio)
+    base = gateway(
+        routes_extra="  - path: /api/transcribe\n    handler: transcribe\n"
+                     "  - path: /api/sessions/end\n    handler: session_end\n",
+        top_extra=f"stt: {{provider: embedded, phrases_file: '{KNOWLEDGE}', concurrency: 1}}",
+    )
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",  # played once from the start of each capture
     ])
+    started = time.monotonic()
     try:
         page = browser.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda error: problems.append(str(error)))
         page.goto(f"{base}/console/")
-        expect(page.get_by_role("button", name="Hold to speak")).to_be_visible()
-        mic = page.locator("#mic")  # health reports a speech-to-text provider
-        with page.expect_request(lambda r: r.url.endswith("/api/transcribe") and r.method == "POST") as upload:
+        expect(page.get_by_role("button", name="Hold to speak")).to_be_visible()  # health reports speech-to-text
+        mic = page.locator("#mic")  # its name changes while it records
+
+        with (
+            page.expect_response(lambda r: r.url.endswith("/console/session")) as opened,
+            page.expect_request(lambda r: r.url.endswith("/api/transcribe") and r.method == "POST") as upload,
+        ):
             mic.focus()
             page.keyboard.down(" ")
             expect(mic).to_have_attribute("aria-pressed", "true")
-            page.wait_for_timeout(1500)
+            page.wait_for_timeout(seconds * 1000)
             page.keyboard.up(" ")
+        session = opened.value.json()
+        assert opened.value.status == 200 and set(session) == {"sessionId", "expiresAt", "chatToken"}
+        assert upload.value.headers["authorization"] == f"Bearer {session['chatToken']}"
         assert (upload.value.headers.get("content-type") or "").startswith("multipart/form-data")
-        assert int(upload.value.all_headers().get("content-length", "0")) > 1000  # recorded audio, not an empty file
-        expect(page.get_by_role("alert")).to_have_text(
-            "Speech could not be transcribed: Not authorized: Missing Authorization header; "
-            "expected 'Authorization: Bearer <key>'."
-        )
+
+        question = page.locator("#transcript li.user").last
+        expect(question).to_contain_text("return", timeout=15_000)  # the transcript, asked as the question
+        answer = page.locator("#transcript li.assistant").last
+        expect(answer).to_contain_text("60 days", timeout=15_000)
+        expect(answer.get_by_role("link", name="Returns & Exchanges")).to_have_attribute("href", f"{backend}/docs/returns")
+        expect(page.locator("#error")).to_be_empty()
+
+        with page.expect_response(lambda r: r.url.endswith("/api/sessions/end")) as ended:
+            page.get_by_role("button", name="End conversation").click()
+        assert ended.value.request.headers["authorization"] == f"Bearer {session['chatToken']}"
+        assert ended.value.status == 200
+        expect(page.locator("#saved")).to_contain_text("Conversation saved (conv-")
+        expect(page.locator("body")).to_have_attribute("data-session-ended", "true")
+        again = httpx.post(f"{base}/api/sessions/end", headers={"Authorization": f"Bearer {session['chatToken']}"})
+        assert again.json() == {"success": True, "sessionId": session["sessionId"], "ended": False}  # already ended
+        assert problems == []
     finally:
         browser.close()
+    assert time.monotonic() - started < 60, "the microphone path took over a minute"

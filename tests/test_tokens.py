@@ -169,9 +169,11 @@ def test_local_token_claims_expiry_and_signature(token_client, clock) -> None:
     assert r.status_code == 200
     assert r.headers["cache-control"] == "no-store"
     body = r.json()
-    assert set(body) == {"token", "sessionId", "expiresAt"}  # no chatToken unless required
+    assert set(body) == {"token", "sessionId", "expiresAt", "chatToken"}  # chatToken: with every session
     claims = jwt.decode(body["token"], SIGNING_SECRET, algorithms=["HS256"], audience="avatar", issuer=ISSUER,
-                        options={"require": ["exp", "iat", "jti", "sid"]})
+                        # exp is checked against the test's clock below, not the wall clock (START is
+                        # taken at import: a long suite run would otherwise see this token expired)
+                        options={"require": ["exp", "iat", "jti", "sid"], "verify_exp": False})
     assert claims["sid"] == claims["sub"] == body["sessionId"]
     assert claims["avatarId"] == "Pedro_Blue_Shirt_public" and claims["voiceId"] == "voice-1"
     assert claims["iat"] == int(START)
@@ -182,7 +184,7 @@ def test_local_token_claims_expiry_and_signature(token_client, clock) -> None:
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(body["token"], SIGNING_SECRET + "x", algorithms=["HS256"], audience="avatar")
     with pytest.raises(jwt.InvalidAudienceError):
-        jwt.decode(body["token"], SIGNING_SECRET, algorithms=["HS256"], audience="chat")
+        jwt.decode(body["token"], SIGNING_SECRET, algorithms=["HS256"], audience="chat", options={"verify_exp": False})
     with pytest.raises(jwt.ExpiredSignatureError):
         jwt.decode(body["token"], SIGNING_SECRET, algorithms=["HS256"], audience="avatar",
                    options={"verify_iat": False}, leeway=-121)

@@ -203,7 +203,24 @@ def test_chat_token_is_accepted_when_sessions_are_scoped(client, vendor) -> None
     assert r.status_code == 401 and r.json()["error"]["message"] == "Chat token is not valid"
 
 
-def test_without_scoped_sessions_a_chat_token_is_refused(client) -> None:
+def test_a_chat_token_is_accepted_wherever_the_gateway_has_avatar_sessions(client) -> None:
+    """The decision (README, "Speech-to-text"): a chatToken is proof of a session this
+    gateway minted, so transcribe takes one whenever an avatar runtime exists, whether or
+    not /api/chat requires tokens (require_session_token is off here)."""
+    routes = [{"path": "/api/transcribe", "handler": "transcribe"},
+              {"path": "/api/sessions/end", "handler": "session_end"}]
+    c = client(routes=routes)
+    token = Signer(SIGNING_SECRET).issue(CHAT_AUDIENCE, "session-a", 2e9)
+    r = c.post("/api/transcribe", content=WAV, headers={"content-type": "audio/wav", "authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json()["text"] == "hello there"
+    forged = Signer("another_secret_0123456789abcdef0123").issue(CHAT_AUDIENCE, "session-a", 2e9)
+    r = post(c, WAV, headers={"authorization": f"Bearer {forged}"})
+    assert r.status_code == 401 and r.json()["error"]["message"] == "Chat token is not valid"
+    r = c.post("/api/transcribe", content=WAV, headers={"content-type": "audio/wav"})
+    assert r.json()["error"]["message"] == "Missing Authorization header; expected 'Authorization: Bearer <key or chatToken>'"
+
+
+def test_without_avatar_sessions_a_chat_token_is_refused(client) -> None:
     token = Signer(SIGNING_SECRET).issue(CHAT_AUDIENCE, "session-a", 2e9)
     r = post(client(), WAV, headers={"authorization": f"Bearer {token}"})
     assert r.status_code == 401 and r.json()["error"]["message"] == "Invalid API key"

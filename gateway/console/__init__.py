@@ -2,8 +2,10 @@
 
 Static pages (HTML, CSS, JavaScript modules in ``static/``, no build step) that use
 only the gateway's own routes: the playground the public ones a visitor's browser may
-call anyway (chat, health, conversation log, transcription when configured), the
-dashboard the admin API with the admin key the user types in. The console is mounted
+call anyway (chat, health, conversation log, transcription, ending a session) plus
+``POST /console/session`` (``session.py``), which opens the visitor's avatar session as
+the company's own server would; the dashboard the admin API with the admin key the user
+types in. The console is mounted
 only when ``console.enabled`` is true (``GATEWAY_CONSOLE=1``; scripts/demo sets it),
 and everything under it is served with a strict Content-Security-Policy: scripts,
 styles and connections from this origin only, no inline script or style, no framing.
@@ -19,6 +21,9 @@ from starlette.responses import FileResponse
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.console.session import SESSION_PATH, session_endpoint
+from gateway.settings import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -41,8 +46,8 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"permissions-policy", b"microphone=(self), camera=(), geolocation=()"),
-    (b"cache-control", b"no-cache"),
 ]
+DEFAULT_CACHE_CONTROL = (b"cache-control", b"no-cache")  # unless the response sets its own (no-store)
 
 
 class SecurityHeaders:
@@ -60,6 +65,8 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 names = {name for name, _ in SECURITY_HEADERS}
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                if not any(k.lower() == b"cache-control" for k, _ in kept):
+                    kept.append(DEFAULT_CACHE_CONTROL)
                 message = {**message, "headers": kept + SECURITY_HEADERS}
             await send(message)
 
@@ -75,13 +82,14 @@ def _page(name: str) -> Callable[[Request], Awaitable[FileResponse]]:
     return page
 
 
-def console_routes() -> list[BaseRoute]:
-    """The console under ``/console`` (``/console`` itself redirects to ``/console/``)."""
-    pages = Router(
-        routes=[
-            Route("/", _page("index.html"), methods=["GET", "HEAD"]),
-            Route("/analytics", _page("analytics.html"), methods=["GET", "HEAD"]),
-            Mount("/assets", StaticFiles(directory=STATIC / "assets")),
-        ]
-    )
-    return [Mount("/console", app=SecurityHeaders(pages))]
+def console_routes(settings: Settings) -> list[BaseRoute]:
+    """The console under ``/console`` (``/console`` itself redirects to ``/console/``);
+    ``POST /console/session`` (``session.py``) only where the gateway has avatar sessions."""
+    routes: list[BaseRoute] = [
+        Route("/", _page("index.html"), methods=["GET", "HEAD"]),
+        Route("/analytics", _page("analytics.html"), methods=["GET", "HEAD"]),
+        Mount("/assets", StaticFiles(directory=STATIC / "assets")),
+    ]
+    if settings.uses_avatar:
+        routes.append(Route(SESSION_PATH.removeprefix("/console"), session_endpoint(settings), methods=["POST"]))
+    return [Mount("/console", app=SecurityHeaders(Router(routes=routes)))]

@@ -1,5 +1,12 @@
-// The playground: a visitor's conversation with the avatar, through this gateway's public routes only.
+// The playground: a visitor's conversation with the avatar, through this gateway's public routes
+// plus one console route that plays the company's own server.
 //
+// - A conversation is an avatar session. Where the gateway has avatar sessions, the page opens one
+//   when the visitor starts talking (POST /console/session: what the company's server would get
+//   from /api/get-access-token with its API key) and holds its chatToken: the credential for
+//   /api/transcribe, for /api/chat (which requires it only with avatar.require_session_token) and
+//   for POST /api/sessions/end, called when the conversation ends. Where it has none (404), the
+//   page talks without one.
 // - Typed questions go to POST /api/chat. The request asks for a stream first
 //   (Accept: text/event-stream) and reads whichever comes back: server-sent events where the
 //   gateway streams, the contract's JSON answer where it does not.
@@ -17,6 +24,66 @@ const ui = {
 };
 
 const conversation = { sessionId: null, messages: [], startedAt: null, logged: true };
+// The visitor's avatar session; `available` turns false when the gateway has no session route.
+const session = { id: null, chatToken: null, expiresAt: 0, available: true, opening: null };
+const SESSION_MARGIN_MS = 15000; // a session this close to its end is replaced before a call
+
+// The session, opened when needed (or replaced when about to expire); null where the gateway
+// has no avatar sessions. Throws a GatewayError when one cannot be opened (cap, rate limit).
+function ensureSession() {
+  if (!session.available) return Promise.resolve(null);
+  if (session.chatToken && session.expiresAt - Date.now() > SESSION_MARGIN_MS) return Promise.resolve(session);
+  session.opening ??= openSession().finally(() => { session.opening = null; });
+  return session.opening;
+}
+
+async function openSession() {
+  let response;
+  try {
+    response = await call("/console/session", { method: "POST", headers: { Accept: "application/json" } });
+  } catch (error) {
+    if (error instanceof GatewayError && error.status === 404) {
+      session.available = false;
+      return null;
+    }
+    throw error;
+  }
+  const opened = await response.json();
+  Object.assign(session, { id: opened.sessionId, chatToken: opened.chatToken, expiresAt: Date.parse(opened.expiresAt) });
+  conversation.sessionId = opened.sessionId;
+  document.body.dataset.session = "open";
+  ui.end.disabled = false;
+  return session;
+}
+
+function authorization() {
+  return session.chatToken ? { Authorization: "Bearer " + session.chatToken } : {};
+}
+
+function sessionTrouble(error) {
+  if (error instanceof GatewayError && error.code === "RATE_LIMITED" && /session limit/i.test(error.message)) {
+    return "Every avatar session is in use right now." +
+      (error.retryAfter != null ? ` Try again in ${error.retryAfter} s.` : " Try again shortly.");
+  }
+  return explain(error);
+}
+
+// Ends the session at the gateway (its slot is freed, a vendor session is stopped); forgets it.
+async function endSession() {
+  const token = session.chatToken;
+  Object.assign(session, { id: null, chatToken: null, expiresAt: 0 });
+  delete document.body.dataset.session;
+  if (!token) return;
+  try {
+    await call("/api/sessions/end", { method: "POST", headers: { Authorization: "Bearer " + token } });
+    document.body.dataset.sessionEnded = "true";
+  } catch (error) {
+    // No /api/sessions/end on this gateway (404): the session ends by itself at its expiry.
+    if (!(error instanceof GatewayError && error.status === 404)) {
+      showNotice("The avatar session could not be ended now (" + explain(error) + "); it ends by itself shortly.");
+    }
+  }
+}
 
 function showError(text) { ui.error.textContent = text; }
 function showNotice(text) { ui.notice.textContent = text; }
@@ -118,6 +185,10 @@ async function readStream(response, body) {
 async function ask(message) {
   showError("");
   showNotice("");
+  // A typed question still goes out when no session can be opened: the chat route may not need
+  // one. If it does (401), the reason the session failed is what the visitor is told.
+  let sessionError = null;
+  await ensureSession().catch((error) => { sessionError = error; });
   const history = conversation.messages.slice(-20);
   addMessage("user", message);
   conversation.messages.push({ role: "user", content: message });
@@ -130,7 +201,7 @@ async function ask(message) {
   try {
     const response = await call("/api/chat", {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "text/event-stream, application/json" },
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream, application/json", ...authorization() },
       body: JSON.stringify({ message, sessionId: conversation.sessionId ?? undefined, history }),
     });
     const streamed = (response.headers.get("Content-Type") || "").startsWith("text/event-stream");
@@ -147,7 +218,11 @@ async function ask(message) {
     speak(answer.response);
   } catch (error) {
     pending.item.remove();
-    showError(explain(error));
+    if (sessionError && error instanceof GatewayError && error.code === "UNAUTHORIZED") {
+      showError("The conversation could not start: " + sessionTrouble(sessionError));
+    } else {
+      showError(explain(error));
+    }
   } finally {
     pending.item.removeAttribute("aria-busy");
   }
@@ -178,9 +253,12 @@ function logBody() {
 }
 
 ui.end.addEventListener("click", async () => {
-  if (!conversation.sessionId || !conversation.messages.length) return;
   ui.end.disabled = true;
   showError("");
+  if (!conversation.messages.length) { // a session opened, nothing said: nothing to log
+    await endSession();
+    return;
+  }
   try {
     const response = await call("/api/conversations/log", {
       method: "POST",
@@ -195,16 +273,25 @@ ui.end.addEventListener("click", async () => {
   } catch (error) {
     ui.end.disabled = false;
     showError("The conversation could not be saved: " + explain(error));
+    return;
   }
+  await endSession();
 });
 
 // Leaving the page ends the conversation too (keepalive lets the request outlive the page).
 window.addEventListener("pagehide", () => {
-  if (conversation.logged || !conversation.sessionId) return;
-  conversation.logged = true;
-  fetch("/api/conversations/log", {
-    method: "POST", keepalive: true, headers: { "Content-Type": "application/json" }, body: logBody(),
-  }).catch(() => {});
+  if (!conversation.logged && conversation.sessionId && conversation.messages.length) {
+    conversation.logged = true;
+    fetch("/api/conversations/log", {
+      method: "POST", keepalive: true, headers: { "Content-Type": "application/json" }, body: logBody(),
+    }).catch(() => {});
+  }
+  if (session.chatToken) {
+    const token = session.chatToken;
+    Object.assign(session, { id: null, chatToken: null, expiresAt: 0 });
+    fetch("/api/sessions/end", { method: "POST", keepalive: true, headers: { Authorization: "Bearer " + token } })
+      .catch(() => {});
+  }
 });
 
 // -- speaking the question: only where the gateway has speech-to-text ------------------------
@@ -213,7 +300,7 @@ function canRecord() {
   return Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.MediaRecorder);
 }
 
-const recording = { recorder: null, chunks: [], stream: null };
+const recording = { recorder: null, chunks: [], stream: null, session: null };
 
 async function startRecording() {
   if (recording.recorder) return;
@@ -225,6 +312,9 @@ async function startRecording() {
     return;
   }
   recording.chunks = [];
+  // The session opens while the visitor speaks; the upload waits for it.
+  recording.session = ensureSession();
+  recording.session.catch(() => {}); // reported when the recording is sent
   recording.recorder = new MediaRecorder(recording.stream);
   recording.recorder.ondataavailable = (event) => { if (event.data.size) recording.chunks.push(event.data); };
   recording.recorder.start();
@@ -244,11 +334,17 @@ async function stopRecording() {
   ui.mic.textContent = "Transcribing…";
   ui.mic.disabled = true;
   try {
+    try {
+      await recording.session;
+    } catch (error) {
+      showError("Speech could not be transcribed: no avatar session could be opened: " + sessionTrouble(error));
+      return;
+    }
     const audio = new Blob(recording.chunks, { type: recorder.mimeType || "audio/webm" });
     const form = new FormData();
     form.append("file", audio, "question.webm");
-    const query = conversation.sessionId ? "?sessionId=" + encodeURIComponent(conversation.sessionId) : "";
-    const response = await call("/api/transcribe" + query, { method: "POST", body: form });
+    // The chatToken names its session; without one (no avatar sessions here) the route refuses.
+    const response = await call("/api/transcribe", { method: "POST", body: form, headers: authorization() });
     const { text } = await response.json();
     if (text && text.trim()) await ask(text.trim());
     else showError("No speech was recognised. Hold the button while you speak, then release.");
