@@ -74,7 +74,8 @@ def main() -> None:
     duration = 3.0 if args.quick else args.duration
     bport, gport = free_port(), free_port()
     backend_url = f"http://127.0.0.1:{bport}/v1/chat/completions"
-    env = {"GATEWAY_CONFIG": str(ROOT / "bench/gateway.stream.yaml"), "CHAT_API_URL": backend_url}
+    env = {"GATEWAY_CONFIG": str(ROOT / "bench/gateway.production-stream.yaml"), "CHAT_API_URL": backend_url,
+           "DATABASE_URL": "sqlite:///data/bench-stream.db"}
     print(f"{'conc':>5} {'target':8} {'streams':>8} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9}")
     with uvicorn("bench.stream_backend:app", bport), uvicorn("gateway.app:create_app", gport, env=env, factory=True):
         summary = []

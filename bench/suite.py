@@ -204,7 +204,8 @@ def run_workers(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     print("\ntwo workers with Redis-backed limits and PostgreSQL vs one worker (memory, SQLite)")
-    print(f"{'backend':8} {'conns':>5} {'gateway':22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>9} {'errors':>7} {'x 1':>6}")
+    print(f"{'backend':8} {'conns':>5} {'gateway':22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>9} {'errors':>7}"
+          f" {'x 1':>6}")
     with redis_server(workdir) as redis, postgres() as pg:
         pg_url = postgres_url(pg)
         for backend, conns in (("fast", 64), ("slow", 1000)):
@@ -278,7 +279,8 @@ def main() -> None:
     parser.add_argument("--sections", default="chat,stream,workers", help="chat,stream,workers (default all)")
     parser.add_argument("--backends", default="fast,slow", help="chat backends: fast,slow")
     parser.add_argument("--fronts", default=",".join(FRONTS), help=f"chat fronts (default {','.join(FRONTS)})")
-    parser.add_argument("--conns", default=",".join(map(str, CONCURRENCY)), help="wrk connections (default 1,64,200,1000)")
+    parser.add_argument("--conns", default=",".join(map(str, CONCURRENCY)),
+                        help="wrk connections (default 1,64,200,1000)")
     parser.add_argument("--baseline", metavar="REV", help="also measure the gateway at git revision REV")
     parser.add_argument("--json", type=Path, help="write the medians here")
     args = parser.parse_args()
