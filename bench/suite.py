@@ -199,15 +199,19 @@ def run_stream(args: argparse.Namespace, workdir: Path) -> dict[int, dict[str, f
 
 def run_workers(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """One worker (memory limits, SQLite) vs two workers (Redis limits, PostgreSQL), same backends."""
-    from tests.pg_service import postgres, postgres_url
+    from tests.pg_service import Postgres
     from tests.services import redis_server
 
     out: dict[str, Any] = {}
+    pg = Postgres()
+    pg.start()
+    stack = contextlib.ExitStack()
+    stack.callback(pg.cleanup)
     print("\ntwo workers with Redis-backed limits and PostgreSQL vs one worker (memory, SQLite)")
     print(f"{'backend':8} {'conns':>5} {'gateway':22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>9} {'errors':>7}"
           f" {'x 1':>6}")
-    with redis_server(workdir) as redis, postgres() as pg:
-        pg_url = postgres_url(pg)
+    with stack, redis_server(workdir) as redis:
+        pg_url = pg.create_database("bench")
         for backend, conns in (("fast", 64), ("slow", 1000)):
             bport, one, two = free_port(), free_port(), free_port()
             backend_url = f"http://127.0.0.1:{bport}/api/chat"
