@@ -46,18 +46,36 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, seconds: f
 
 @contextlib.contextmanager
 def process(
-    args: list[str], port: int, env: dict[str, str] | None = None, root: Path = ROOT
+    args: list[str], port: int, env: dict[str, str] | None = None, root: Path = ROOT, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``args`` importing the checkout at ``root`` (another revision's, for a baseline)."""
-    proc = subprocess.Popen(
-        args, cwd=root, env={**os.environ, "PYTHONPATH": str(root), **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        wait_port(port, proc)
-        yield proc
-    finally:
-        stop(proc)
+    """Run ``args`` importing the checkout at ``root`` (another revision's, for a baseline);
+    its stderr (where the gateway's JSON logs go) to ``log``, else nowhere."""
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(log.open("ab")) if log is not None else subprocess.DEVNULL
+        proc = subprocess.Popen(
+            args, cwd=root, env={**os.environ, "PYTHONPATH": str(root), **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )
+        try:
+            wait_port(port, proc)
+            yield proc
+        finally:
+            stop(proc)
+
+
+def peak_rss_mb(proc: subprocess.Popen[bytes]) -> float:
+    """Peak resident memory (VmHWM) of ``proc`` and its children (uvicorn's workers), in MB."""
+    pids = [proc.pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+    return total / 1024
 
 
 def uvicorn(app: str, port: int, env: dict[str, str] | None = None, factory: bool = False,  # type: ignore[no-untyped-def]
@@ -104,10 +122,24 @@ def nginx_backend(port: int) -> Iterator[None]:
             yield
 
 
+# Every request is a distinct client: its own X-Forwarded-For address (the gateway trusts
+# loopback as a proxy) and its own sessionId, so every rate-limit check is a real hit on a
+# fresh key and none is refused (the realistic many-visitors case). Fronts that are not the
+# gateway ignore both.
 WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '{"message": "What do you sell?", "sessionId": "bench-session"}'
-wrk.headers["Content-Type"] = "application/json"
+local counter = 0
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+function request()
+  counter = counter + 1
+  local ip = string.format("10.%d.%d.%d", (tid * 16 + math.floor(counter / 65536)) % 256,
+                           math.floor(counter / 256) % 256, counter % 256)
+  local body = string.format('{"message": "What do you sell?", "sessionId": "bench-%d-%d"}', tid, counter)
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json", ["X-Forwarded-For"] = ip}, body)
+end
 """
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import sys
 import time
@@ -32,11 +33,19 @@ BODY = {"message": "What do you sell?", "sessionId": "bench-session"}
 DIRECT_BODY = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "What do you sell?"}]}
 
 
+_streams = itertools.count(1)
+
+
 async def one_stream(session: aiohttp.ClientSession, url: str, direct: bool) -> float:
     started = time.perf_counter()
     first = None
-    headers = {} if direct else {"Accept": "text/event-stream"}
-    async with session.post(url, json=DIRECT_BODY if direct else BODY, headers=headers) as r:
+    # Through the gateway every stream is a distinct client (address and sessionId), as in
+    # bench/_lib.py's wrk script: the limits are counted on fresh keys and never refuse.
+    n = next(_streams)
+    headers = {} if direct else {"Accept": "text/event-stream",
+                                 "X-Forwarded-For": f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"}
+    body = DIRECT_BODY if direct else {**BODY, "sessionId": f"bench-stream-{n}"}
+    async with session.post(url, json=body, headers=headers) as r:
         if r.status != 200:
             raise SystemExit(f"{url} answered {r.status}: {await r.text()}")
         marker = b"data: " if direct else b"event: delta"
@@ -74,7 +83,8 @@ def main() -> None:
     duration = 3.0 if args.quick else args.duration
     bport, gport = free_port(), free_port()
     backend_url = f"http://127.0.0.1:{bport}/v1/chat/completions"
-    env = {"GATEWAY_CONFIG": str(ROOT / "bench/gateway.stream.yaml"), "CHAT_API_URL": backend_url}
+    env = {"GATEWAY_CONFIG": str(ROOT / "bench/gateway.production-stream.yaml"), "CHAT_API_URL": backend_url,
+           "DATABASE_URL": "sqlite:///data/bench-stream.db"}
     print(f"{'conc':>5} {'target':8} {'streams':>8} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9}")
     with uvicorn("bench.stream_backend:app", bport), uvicorn("gateway.app:create_app", gport, env=env, factory=True):
         summary = []

@@ -102,7 +102,14 @@ async def log_conversation(request: Request, route: Route) -> JSONResponse:
 
 
 class TurnRecorder:
-    """A bounded queue drained by one task into the store, in batches."""
+    """A bounded queue drained by one task into the store, in batches.
+
+    The drain lingers ``LINGER`` seconds after the first turn of a batch, so that under
+    load one transaction (one hop to the writer thread, one commit, one wake-up of this
+    task) takes the turns of many requests rather than of a few (bench/README.md, issue 17).
+    Nobody waits for a turn, so the delay costs nothing; shutdown writes what is held."""
+
+    LINGER = 0.05
 
     def __init__(self, store: Store, settings: StorageSettings) -> None:
         self.store = store
@@ -112,6 +119,7 @@ class TurnRecorder:
         self.failed = 0
         self._task: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None
+        self._held: list[ChatTurnRecord] = []  # taken off the queue, not yet handed to a write
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._drain(), name="turn-recorder")
@@ -131,7 +139,9 @@ class TurnRecorder:
 
     async def _drain(self) -> None:
         while True:
-            batch = [await self.queue.get()]
+            self._held = [await self.queue.get()]
+            await asyncio.sleep(self.LINGER)
+            batch, self._held = self._held, []
             while not self.queue.empty() and len(batch) < 500:
                 batch.append(self.queue.get_nowait())
             # Shielded: stopping the drain must not cancel a batch already taken off the queue.
@@ -155,7 +165,7 @@ class TurnRecorder:
                 await self._task
         if self._writing is not None:
             await self._writing
-        batch: list[ChatTurnRecord] = []
+        batch, self._held = self._held, []
         while not self.queue.empty():
             batch.append(self.queue.get_nowait())
         if batch:

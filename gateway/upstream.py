@@ -51,7 +51,7 @@ from gateway import metrics
 from gateway.breaker import CircuitBreaker
 from gateway.errors import ProviderError, UpstreamFailed
 from gateway.settings import BreakerSettings, ClientSettings, Retries, Timeouts
-from gateway.transport import AiohttpTransport
+from gateway.transport import AiohttpPool, Exchange, HttpxPool, Pool
 
 log = structlog.get_logger("gateway.upstream")
 
@@ -80,10 +80,10 @@ class Stream:
     """An answer being read: its status and headers, then ``async for piece in stream``
     (decoded bytes as they arrive, under the size cap and the first-byte and idle deadlines)."""
 
-    def __init__(self, response: httpx.Response, provider: str, limit: int, timeouts: Timeouts, started: float) -> None:
-        self.status = response.status_code
-        self.headers = response.headers
-        self._response = response
+    def __init__(self, exchange: Exchange, provider: str, limit: int, timeouts: Timeouts, started: float) -> None:
+        self.status = exchange.status
+        self.headers = exchange.headers
+        self._exchange = exchange
         self._provider = provider
         self._limit = limit
         self._timeouts = timeouts
@@ -96,7 +96,7 @@ class Stream:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         provider, limit = self._provider, self._limit
         encoding = self.headers.get("content-encoding", "identity").strip().lower()
-        raw = self._timed(self._response.aiter_raw())
+        raw = self._timed(self._exchange.raw())
         if encoding in ("", "identity"):
             pieces = raw
         elif encoding in _DECODERS:
@@ -146,8 +146,10 @@ async def _within(provider: str, name: str, limit: float | None, since: float, a
 class UpstreamClient:
     """The process-wide upstream client, opened once in the app's lifespan.
 
-    Written against httpx's API (unit tests fake upstreams with pytest-httpx);
-    in production its transport is ``AiohttpTransport`` (see transport.py).
+    In production it speaks to one aiohttp connection pool directly; given an httpx
+    ``transport`` (unit tests: pytest-httpx), it sends through httpx on it instead.
+    Everything above the pool (deadlines, retries, decoding, the size cap, the
+    exception mapping) is the same for both (see transport.py).
     """
 
     def __init__(
@@ -156,19 +158,20 @@ class UpstreamClient:
         transport: httpx.AsyncBaseTransport | None = None,
         breaker_clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if transport is None:
-            transport = AiohttpTransport(settings.max_connections, settings.keepalive_expiry)
-        self._http = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
+        self._pool: Pool = (
+            AiohttpPool(settings.max_connections, settings.keepalive_expiry)
+            if transport is None
+            else HttpxPool(transport)
+        )
         self.max_response_bytes = settings.max_response_bytes
         self._breaker_clock = breaker_clock
         self._breakers: dict[str, CircuitBreaker] = {}
 
     async def __aenter__(self) -> UpstreamClient:
-        await self._http.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await self._http.__aexit__(*exc_info)
+        await self._pool.aclose()
 
     async def request(
         self,
@@ -219,26 +222,27 @@ class UpstreamClient:
         if json_body is not None:
             content = json.dumps(json_body, ensure_ascii=False, allow_nan=False).encode()
             request_headers["content-type"] = "application/json"
-        request = self._http.build_request(
-            method, url, content=content, headers=request_headers, timeout=httpx.Timeout(None, connect=timeouts.connect)
-        )
-        started = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         with map_upstream_errors(provider, timeouts):
             async with asyncio.timeout(timeouts.total):
-                response = await _within(
-                    provider, "first_byte", timeouts.first_byte, started, self._send(request, provider, retries)
+                exchange = await _within(
+                    provider, "first_byte", timeouts.first_byte, started,
+                    self._send(method, url, request_headers, content, timeouts.connect, provider, retries),
                 )
                 try:
-                    yield Stream(response, provider, self.max_response_bytes, timeouts, started)
+                    yield Stream(exchange, provider, self.max_response_bytes, timeouts, started)
                 finally:
-                    await response.aclose()
-                    elapsed = asyncio.get_running_loop().time() - started
-                    metrics.observe_upstream(provider, elapsed, response.status_code)
+                    await exchange.close()
+                    metrics.observe_upstream(provider, loop.time() - started, exchange.status)
 
-    async def _send(self, request: httpx.Request, provider: str, retries: Retries) -> httpx.Response:
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | None, connect: float | None,
+        provider: str, retries: Retries,
+    ) -> Exchange:
         for attempt in range(retries.attempts + 1):
             try:
-                return await self._http.send(request, stream=True)
+                return await self._pool.send(method, url, headers, content, connect)
             except _NOT_CONNECTED as exc:
                 if attempt == retries.attempts or isinstance(exc, aiohttp.ClientSSLError):
                     raise

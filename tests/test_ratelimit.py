@@ -55,6 +55,22 @@ async def test_retry_after_is_the_real_wait(clock: list[float]) -> None:
     assert await limiter.check("/c", rule, {"ip": "a"}) is not None
 
 
+async def test_the_memory_sweep_forgets_expired_keys_and_keeps_live_ones(clock: list[float]) -> None:
+    limiter = RateLimiter(RateLimitSettings(), clock=lambda: clock[0])
+    rule = rules("2/minute")
+    await limiter.check("/c", rule, {"ip": "old"})  # t = 0
+    clock[0] += 45
+    await limiter.check("/c", rule, {"ip": "live"})  # t = 45
+    await limiter.check("/c", rule, {"ip": "live"})
+    clock[0] += 30  # t = 75: "old" left its window, "live" has not
+    await limiter.storage.sweep()  # type: ignore[attr-defined]
+    keys = limiter.storage.events  # type: ignore[attr-defined]
+    assert [k for k in keys if "old" in k] == [] and len([k for k in keys if "live" in k]) == 1
+    with pytest.raises(RateLimited):  # the live key still counts both hits
+        await limiter.check("/c", rule, {"ip": "live"})
+    assert await limiter.check("/c", rule, {"ip": "old"}) is not None  # a fresh window
+
+
 async def test_stacked_limits_shape_bursts(clock: list[float]) -> None:
     limiter = RateLimiter(RateLimitSettings(), clock=lambda: clock[0])
     rule = rules("2/second;5/minute")
