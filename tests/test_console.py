@@ -9,22 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.console import STATIC
+from gateway.console import CONTENT_SECURITY_POLICY, STATIC, console_csp
 from gateway.errors import ConfigError
+from gateway.settings import Settings
 from gateway.storage import NewConversation, open_store
 from gateway.storage.base import ChatTurnRecord
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve
 from tests.pg_service import postgres, postgres_url  # noqa: F401  (fixtures)
 
 ADMIN = "admin-key-0123456789"
@@ -308,3 +317,114 @@ def test_every_dashboard_call_needs_the_admin_key(client_for, tmp_path: Path, pa
     assert client.get(path, headers=AUTH).status_code == 200
     off = client_for(make_settings(yaml_text=yaml_text(f"sqlite:///{tmp_path}/h.db", admin=False)))
     assert off.get(path, headers=AUTH).status_code == 404  # no admin keys: the API does not exist
+
+
+# -- LiveAvatar: the vendor's session token for the page's SDK, and a CSP widened for it ----------
+
+LA_KEY = "la_vendor_api_key_0123456789abcdef"
+LA_SESSION_TOKEN = "la_session_token_for_the_browser_0123"
+LIVEKIT_URL = "wss://gateway-tests.livekit.cloud"  # no network here: the SDK cannot reach it
+
+
+class FakeLiveAvatar:
+    """LiveAvatar's API on loopback, as far as the gateway and the SDK's first call go: token
+    creation (the gateway, with the API key), start (the browser, with the session token: it
+    answers with a LiveKit room nobody can reach), keep-alive and stop. CORS as the vendor
+    answers the browser. LiveKit itself is not faked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None, str | None]] = []  # (path, X-API-KEY, Authorization)
+
+    def app(self) -> Starlette:
+        async def handle(request: Request) -> JSONResponse:
+            self.calls.append((request.url.path, request.headers.get("x-api-key"), request.headers.get("authorization")))
+            data: Any = None
+            if request.url.path == "/v1/sessions/token":
+                data = {"session_id": f"la-session-{len(self.calls)}", "session_token": LA_SESSION_TOKEN}
+            elif request.url.path == "/v1/sessions/start":
+                data = {"session_id": "la-session", "max_session_duration": 600,
+                        "livekit_url": LIVEKIT_URL, "livekit_client_token": "livekit-token-nobody-accepts"}
+            return JSONResponse({"code": 1000, "data": data, "message": "ok"})
+
+        paths = ("/v1/sessions/token", "/v1/sessions/start", "/v1/sessions/stop", "/v1/sessions/keep-alive")
+        routes = [Route(path, handle, methods=["POST"]) for path in paths]
+        routes.append(Route("/v1/users/credits", handle, methods=["GET"]))
+        return Starlette(routes=routes, middleware=[Middleware(
+            CORSMiddleware, allow_origin_regex=".*", allow_credentials=True, allow_methods=["*"], allow_headers=["*"])])
+
+
+@pytest.fixture(name="fake_liveavatar")
+def fake_liveavatar_fixture() -> Iterator[tuple[FakeLiveAvatar, str]]:
+    fake = FakeLiveAvatar()
+    with serve(fake.app()) as url:
+        yield fake, url
+
+
+def liveavatar_settings(db: Path, vendor_url: str, console: str = "console: {enabled: true}") -> Settings:
+    avatar = f'provider: liveavatar, api_key: "${{LIVEAVATAR_API_KEY}}", base_url: "{vendor_url}/"'
+    return make_settings(yaml_text=session_yaml(db, console=console, avatar=avatar), env={"LIVEAVATAR_API_KEY": LA_KEY})
+
+
+def connect_src(csp: str) -> list[str]:
+    [directive] = [d.strip() for d in csp.split(";") if d.strip().startswith("connect-src ")]
+    return directive.split()[1:]
+
+
+def test_with_liveavatar_the_session_carries_the_vendor_token_and_the_csp_its_origins(
+    client_for, tmp_path: Path, fake_liveavatar: tuple[FakeLiveAvatar, str]  # type: ignore[no-untyped-def]
+) -> None:
+    fake, vendor_url = fake_liveavatar
+    client = client_for(liveavatar_settings(tmp_path / "g.db", vendor_url))
+    r = client.post(SESSION)
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    body = r.json()
+    assert set(body) == {"sessionId", "expiresAt", "chatToken", "avatar"}
+    assert body["avatar"] == {"provider": "liveavatar", "sessionToken": LA_SESSION_TOKEN, "apiUrl": vendor_url}
+    assert body["sessionId"] == "la-session-1"
+    assert LA_KEY not in r.text  # the vendor's API key stays on the server
+    assert fake.calls == [("/v1/sessions/token", LA_KEY, None)]
+    # Every console response: connect-src widened by exactly the vendor API and LiveKit Cloud.
+    strict = CONTENT_SECURITY_POLICY.split("; ")
+    for path in ("/console/", "/console/analytics", "/console/assets/playground.js", "/console/vendor/liveavatar-web-sdk.js"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        csp = page.headers["content-security-policy"]
+        assert connect_src(csp) == ["'self'", vendor_url, "wss://*.livekit.cloud", "https://*.livekit.cloud"]
+        assert [d for d in csp.split("; ") if not d.startswith("connect-src")] == [
+            d for d in strict if not d.startswith("connect-src")]  # everything else as strict as ever
+    # A session nobody uses is ended like any other: the gateway stops it at the vendor.
+    ended = client.post("/api/sessions/end", headers={"Authorization": f"Bearer {body['chatToken']}"})
+    assert ended.json()["ended"] is True
+    assert fake.calls[-1] == ("/v1/sessions/stop", LA_KEY, None)
+
+
+def test_the_default_liveavatar_origin_is_the_vendor_api(tmp_path: Path) -> None:
+    settings = make_settings(yaml_text=session_yaml(tmp_path / "g.db", avatar='provider: liveavatar, api_key: "${K}"'),
+                             env={"K": LA_KEY})
+    assert connect_src(console_csp(settings)) == [
+        "'self'", "https://api.liveavatar.com", "wss://*.livekit.cloud", "https://*.livekit.cloud"]
+
+
+def test_with_the_local_provider_neither_vendor_token_nor_wider_csp(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(make_settings(yaml_text=session_yaml(tmp_path / "g.db", avatar="provider: local")))
+    body = client.post(SESSION).json()
+    assert set(body) == {"sessionId", "expiresAt", "chatToken"}
+    for path in ("/console/", "/console/vendor/liveavatar-web-sdk.js"):
+        response = client.get(path)
+        assert response.status_code == 200  # the bundle is served (and simply not loaded by the page)
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert connect_src(CONTENT_SECURITY_POLICY) == ["'self'"]
+
+
+def test_the_vendored_sdk_is_one_self_contained_module_with_its_licences() -> None:
+    vendor = STATIC / "vendor"
+    bundle = (vendor / "liveavatar-web-sdk.js").read_text()
+    assert re.search(r"^\s*import\b|\bimport\(|\brequire\(", bundle, re.M) is None  # nothing fetched at run time
+    assert "eval(" not in bundle and "new Function" not in bundle and "new Worker" not in bundle  # strict CSP holds
+    assert bundle.rstrip().endswith("export{Jr as LiveAvatarSession,It as SessionEvent,Ce as SessionState};")
+    readme = (vendor / "README.md").read_text()
+    assert "@heygen/liveavatar-web-sdk@0.0.18" in readme and "esbuild@0.28.2" in readme
+    digest = hashlib.sha256((vendor / "liveavatar-web-sdk.js").read_bytes()).hexdigest()
+    assert digest in readme  # the README describes this very file
+    assert {p.name for p in (vendor / "licenses").iterdir()} >= {
+        "heygen_liveavatar-web-sdk.txt", "livekit-client.txt", "webrtc-issue-detector.txt", "events.txt"}

@@ -22,6 +22,13 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expec
 from examples.reference_backend.app import create_app as create_backend
 from gateway.app import create_app
 from tests.conftest import free_port, make_settings, serve
+from tests.test_console import (
+    LA_KEY,
+    LA_SESSION_TOKEN,
+    LIVEKIT_URL,
+    FakeLiveAvatar,
+    fake_liveavatar_fixture,  # noqa: F401  (fixture)
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
@@ -358,3 +365,74 @@ def test_spoken_question_through_the_microphone_is_answered_with_its_source(
     finally:
         browser.close()
     assert time.monotonic() - started < 60, "the microphone path took over a minute"
+
+
+# -- LiveAvatar: the vendored SDK, and the fallback when it cannot connect ---------------------
+
+
+def test_with_liveavatar_the_page_loads_the_vendored_sdk_and_falls_back_to_the_browser_voice(
+    tmp_path: Path, browser: Browser, backend: str, fake_liveavatar: tuple[FakeLiveAvatar, str]
+) -> None:
+    """The provider is LiveAvatar (faked on loopback): the session answer hands the page the
+    vendor's session token; the page loads the vendored SDK from this origin, which starts the
+    session at the (fake) vendor with that token and is told to join a LiveKit room on
+    LiveKit Cloud. There is no network here (and LiveKit is not faked), so joining fails: the
+    page says so, speaks the answer with the browser's voice instead, and keeps working. The
+    widened CSP lets every one of those connections through (a violation would be an error)."""
+    fake, vendor_url = fake_liveavatar
+    avatar = (f'avatar: {{provider: liveavatar, api_key: "${{LIVEAVATAR_API_KEY}}", base_url: "{vendor_url}",'
+              f' signing_secret: "{"s" * 40}"}}')
+    yaml_text = gateway_yaml(tmp_path / "g.db", f"{backend}/api/chat", top_extra=avatar,
+                             routes_extra="  - path: /api/sessions/end\n    handler: session_end\n")
+    settings = make_settings(yaml_text=yaml_text, env={"LIVEAVATAR_API_KEY": LA_KEY})
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append("uncaught: " + str(error)))
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    with serve(create_app(settings)) as base:
+        try:
+            page.goto(f"{base}/console/")
+            expect(page.locator("#health")).to_contain_text("the chat backend is connected")
+            with (
+                page.expect_response(lambda r: r.url.endswith("/console/session")) as opened,
+                page.expect_response(lambda r: r.url.endswith("/console/vendor/liveavatar-web-sdk.js")) as sdk,
+            ):
+                ask(page, "How long do I have to return a jacket?")
+            session = opened.value.json()
+            assert session["avatar"] == {"provider": "liveavatar", "sessionToken": LA_SESSION_TOKEN, "apiUrl": vendor_url}
+            assert sdk.value.status == 200
+
+            answer = page.locator("#transcript li.assistant").last
+            expect(answer).to_contain_text("60 days")
+            mode = page.locator("#voice-mode")
+            expect(mode).to_have_attribute("data-avatar", "fallback", timeout=20_000)
+            expect(mode).to_be_visible()
+            expect(mode).to_contain_text("The streaming avatar is not available")
+            expect(mode).to_contain_text("the browser speaks the answers instead")
+            speech = page.locator("#speech-status")
+            expect(speech).to_have_attribute("data-attempts", "1")
+            expect(speech).not_to_have_attribute("data-state", "avatar")  # the browser's voice, not the SDK's
+            assert page.locator("#avatar-video").is_hidden() and page.locator("#avatar").is_visible()
+            # The SDK started the session at the vendor with the session token, never with the key.
+            starts = [c for c in fake.calls if c[0] == "/v1/sessions/start"]
+            assert starts == [("/v1/sessions/start", None, f"Bearer {LA_SESSION_TOKEN}")]
+            assert LA_KEY not in page.content()
+            # It went on to join the LiveKit room it was given (the CSP let it try; no network).
+            assert sockets and all(url.startswith(f"{LIVEKIT_URL}/rtc?") for url in sockets), sockets
+            # The page still works: another answer, spoken by the browser again; then the end.
+            ask(page, "Do you ship to Canada?")
+            expect(page.locator("#transcript li.assistant")).to_have_count(2)
+            expect(speech).to_have_attribute("data-attempts", "2")
+            expect(page.locator("#error")).to_be_empty()
+            with page.expect_response(lambda r: r.url.endswith("/api/sessions/end")) as ended:
+                page.get_by_role("button", name="End conversation").click()
+            assert ended.value.status == 200
+            expect(page.locator("#saved")).to_contain_text("Conversation saved (conv-")
+        finally:
+            context.close()
+    # The SDK logs its failure to connect; nothing else may go wrong: no CSP violation, no
+    # uncaught error.
+    assert not [e for e in errors if "Content Security Policy" in e or e.startswith("uncaught")], errors

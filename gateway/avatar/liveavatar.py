@@ -1,7 +1,7 @@
 """HeyGen LiveAvatar (``api.liveavatar.com``): the current API.
 
 ``POST /v1/sessions/token`` with ``X-API-KEY`` creates a session and answers
-``{"code": 100, "data": {"session_id", "session_token"}}``; the gateway asks
+``{"code": 1000, "data": {"session_id", "session_token"}}`` (100 in older documents); the gateway asks
 for ``max_session_duration`` = its session TTL and computes ``expiresAt``
 from that, since no expiry is returned. ``POST /v1/sessions/stop`` ends a
 session early (the cost guard calls it). The health probe is
@@ -15,7 +15,9 @@ from typing import Any
 from gateway.avatar.base import Clock, MintedSession, VendorClient, nonempty_string
 from gateway.errors import ProviderError
 
-SUCCESS = 100
+# The vendor's success code: 1000 (FACTS "Avatar vendors, updated"; the vendor's own web SDK
+# checks for it); 100 as the earlier documentation had it is still accepted.
+SUCCESS = (1000, 100)
 
 
 class LiveAvatarProvider:
@@ -63,7 +65,7 @@ class LiveAvatarProvider:
         if not isinstance(answer, dict):
             raise self._vendor.malformed("not a JSON object")
         code = answer.get("code")
-        if code != SUCCESS:
+        if code not in SUCCESS:
             shown = code if isinstance(code, int) else "missing"
             raise ProviderError(f"{self._vendor.label} refused the request (code {shown})")
         return answer.get("data")

@@ -6,9 +6,12 @@ calls ``/api/transcribe``, ``/api/chat`` and ``/api/sessions/end`` with it. The 
 has no server of its own, so this route plays that server for it: it opens a session
 through the same cost guard as the token route (the concurrent-session cap and the
 maximum duration hold), rate limited per client IP (``console.session_rate_limit``,
-through ``ratelimit.py``), and answers ``{sessionId, expiresAt, chatToken}``. The
-vendor's key never leaves the gateway and the vendor's session token is not sent either
-(the playground has no avatar SDK to give it to). It is mounted only when
+through ``ratelimit.py``), and answers ``{sessionId, expiresAt, chatToken}``. Where the
+provider is ``liveavatar`` it adds ``avatar: {provider, sessionToken, apiUrl}``: the
+LiveAvatar session token the guard minted (scoped to this one session and short-lived:
+what the vendor's web SDK starts the streaming avatar with in the browser) and the
+vendor API it talks to (``avatar.base_url``). The vendor's API key never leaves the
+gateway; other providers' tokens are not sent (the page has no SDK for them). It is mounted only when
 ``console.enabled`` is on and the gateway has avatar sessions (``Settings.uses_avatar``).
 
 Same origin only: browsers say where a request comes from (``Sec-Fetch-Site``), and a
@@ -29,7 +32,7 @@ from gateway.errors import Forbidden, InternalError
 from gateway.fields import iso
 from gateway.metrics import handler_started
 from gateway.ratelimit import Endpoint, limited
-from gateway.settings import AvatarSettings, Route, Settings
+from gateway.settings import AVATAR_BASE_URLS, AvatarSettings, Route, Settings
 from gateway.signing import CHAT_AUDIENCE
 
 log = structlog.get_logger("gateway.console")
@@ -50,6 +53,11 @@ def console_avatar(settings: AvatarSettings) -> tuple[str, str]:
     return avatar, voice
 
 
+def vendor_api_url(settings: AvatarSettings) -> str:
+    """The vendor API the provider calls, as the browser SDK wants it (no trailing slash)."""
+    return (settings.base_url or AVATAR_BASE_URLS[settings.provider]).rstrip("/")
+
+
 def require_same_origin(request: Request) -> None:
     site = request.headers.get("sec-fetch-site")
     if site is not None and site.strip().lower() != "same-origin":
@@ -65,11 +73,14 @@ async def open_session(request: Request) -> Response:
     avatar_id, voice_id = console_avatar(settings.avatar)
     minted = await runtime.guard.open(avatar_id, voice_id)
     request.scope["state"]["session_id"] = minted.session_id
-    body = {
+    body: dict[str, object] = {
         "sessionId": minted.session_id,
         "expiresAt": iso(minted.expires_at),
         "chatToken": runtime.signer.issue(CHAT_AUDIENCE, minted.session_id, minted.expires_at),
     }
+    if runtime.provider.name == "liveavatar":  # the page's SDK starts the streaming avatar with it
+        body["avatar"] = {"provider": "liveavatar", "sessionToken": minted.token,
+                          "apiUrl": vendor_api_url(settings.avatar)}
     log.info("console_session_opened", session_id=minted.session_id, provider=runtime.provider.name,
              expires_at=body["expiresAt"])
     return JSONResponse(body, headers=_NO_STORE)

@@ -12,7 +12,11 @@
 //   gateway streams, the contract's JSON answer where it does not.
 // - Spoken questions (once /api/health reports a speech-to-text provider) are recorded in the
 //   browser and sent to POST /api/transcribe; the text then goes to /api/chat like a typed one.
-// - Answers are spoken by the browser (Web Speech API), the stand-in for a streaming avatar.
+// - Answers are spoken by the browser (Web Speech API), the stand-in for a streaming avatar;
+//   where the gateway's avatar provider is LiveAvatar, the session answer carries the vendor's
+//   session token (minted server-side: no key reaches the page) and the page loads the vendored
+//   LiveAvatar web SDK (../vendor/), starts the streaming avatar into a <video> and has it speak
+//   each answer. Any SDK error falls back to the browser's voice, with a note saying so.
 // - "End conversation" (or leaving the page) logs the transcript via POST /api/conversations/log.
 import { GatewayError, call, element, explain, failure, newId, safeUrl } from "./api.js";
 
@@ -21,6 +25,7 @@ const ui = {
   form: $("ask"), question: $("question"), send: $("send"), mic: $("mic"), micHelp: $("mic-help"),
   transcript: $("transcript"), error: $("error"), notice: $("notice"), speak: $("speak"),
   speech: $("speech-status"), avatar: $("avatar"), end: $("end"), saved: $("saved"), health: $("health"),
+  voiceMode: $("voice-mode"), video: $("avatar-video"),
 };
 
 const conversation = { sessionId: null, messages: [], startedAt: null, logged: true };
@@ -51,6 +56,7 @@ async function openSession() {
   const opened = await response.json();
   Object.assign(session, { id: opened.sessionId, chatToken: opened.chatToken, expiresAt: Date.parse(opened.expiresAt) });
   conversation.sessionId = opened.sessionId;
+  if (opened.avatar && opened.avatar.provider === "liveavatar") startStreamingAvatar(opened.avatar);
   document.body.dataset.session = "open";
   ui.end.disabled = false;
   return session;
@@ -70,6 +76,7 @@ function sessionTrouble(error) {
 
 // Ends the session at the gateway (its slot is freed, a vendor session is stopped); forgets it.
 async function endSession() {
+  stopStreamingAvatar();
   const token = session.chatToken;
   Object.assign(session, { id: null, chatToken: null, expiresAt: 0 });
   delete document.body.dataset.session;
@@ -113,9 +120,88 @@ function setSpeech(state, text) {
   ui.avatar.classList.toggle("speaking", state === "speaking");
 }
 
-function speak(text) {
+// -- the vendor's streaming avatar (LiveAvatar's web SDK), where the gateway has it --------------
+
+const SDK_URL = "../vendor/liveavatar-web-sdk.js";
+const KEEP_ALIVE_MS = 150000; // LiveAvatar drops a session after minutes without one
+const START_WAIT_MS = 15000; // how long an answer waits for an avatar still starting
+const streaming = { starting: null, live: null, keepAlive: null };
+
+function avatarMode(state, text) {
+  ui.voiceMode.dataset.avatar = state;
+  ui.voiceMode.textContent = text;
+}
+
+function reasonOf(error) {
+  const text = String((error && error.message) || error || "unknown error");
+  return text.length > 160 ? text.slice(0, 157) + "…" : text;
+}
+
+function stopStreamingAvatar() {
+  clearInterval(streaming.keepAlive);
+  const live = streaming.live;
+  Object.assign(streaming, { starting: null, live: null, keepAlive: null });
+  if (live) live.stop().catch(() => {});
+  ui.video.hidden = true;
+  ui.avatar.hidden = false;
+}
+
+function streamingFailed(error) {
+  stopStreamingAvatar();
+  avatarMode("fallback", `The streaming avatar is not available (${reasonOf(error)}); ` +
+    "the browser speaks the answers instead.");
+}
+
+// Starts the vendor's avatar with the session token /console/session handed over.
+function startStreamingAvatar(vendor) {
+  stopStreamingAvatar();
+  avatarMode("starting", "Starting the streaming avatar…");
+  const attempt = (async () => {
+    const sdk = await import(SDK_URL);
+    const live = new sdk.LiveAvatarSession(vendor.sessionToken, { apiUrl: vendor.apiUrl, voiceChat: false });
+    live.on(sdk.SessionEvent.SESSION_STREAM_READY, () => {
+      live.attach(ui.video);
+      ui.video.hidden = false;
+      ui.avatar.hidden = true;
+    });
+    live.on(sdk.SessionEvent.SESSION_DISCONNECTED, (reason) => {
+      if (streaming.live === live) streamingFailed(new Error("the stream ended: " + reason));
+    });
+    await live.start();
+    return live;
+  })();
+  streaming.starting = attempt;
+  attempt.then((live) => {
+    if (streaming.starting !== attempt) { live.stop().catch(() => {}); return; } // replaced meanwhile
+    Object.assign(streaming, { starting: null, live });
+    streaming.keepAlive = setInterval(() => live.keepAlive().catch(() => {}), KEEP_ALIVE_MS);
+    avatarMode("live", "The streaming avatar speaks the answers.");
+  }, (error) => {
+    if (streaming.starting === attempt) streamingFailed(error);
+  });
+}
+
+async function speak(text) {
   if (!ui.speak.checked) return;
   ui.speech.dataset.attempts = String(Number(ui.speech.dataset.attempts || 0) + 1);
+  if (streaming.starting) {
+    let timer;
+    await Promise.race([streaming.starting.catch(() => null), new Promise((resolve) => { timer = setTimeout(resolve, START_WAIT_MS); })]);
+    clearTimeout(timer);
+  }
+  if (streaming.live) {
+    try {
+      streaming.live.repeat(text); // the avatar says exactly this text
+      setSpeech("avatar", "The avatar is speaking the answer…");
+      return;
+    } catch (error) {
+      streamingFailed(error);
+    }
+  }
+  speakInBrowser(text);
+}
+
+function speakInBrowser(text) {
   if (!("speechSynthesis" in window) || typeof window.SpeechSynthesisUtterance !== "function") {
     setSpeech("unavailable", "This browser cannot speak; the answer is shown as text.");
     return;
@@ -215,7 +301,7 @@ async function ask(message) {
     if (answer.fallback === true || response.headers.get("X-Gateway-Fallback")) {
       showNotice("The chat backend is unavailable right now; this is the gateway's fallback answer.");
     }
-    speak(answer.response);
+    speak(answer.response).catch((error) => setSpeech("unavailable", "Could not speak the answer: " + reasonOf(error)));
   } catch (error) {
     pending.item.remove();
     if (sessionError && error instanceof GatewayError && error.code === "UNAUTHORIZED") {
@@ -280,6 +366,7 @@ ui.end.addEventListener("click", async () => {
 
 // Leaving the page ends the conversation too (keepalive lets the request outlive the page).
 window.addEventListener("pagehide", () => {
+  stopStreamingAvatar();
   if (!conversation.logged && conversation.sessionId && conversation.messages.length) {
     conversation.logged = true;
     fetch("/api/conversations/log", {
