@@ -169,7 +169,10 @@ def print_chat(backend: str, fronts: tuple[str, ...], conns: tuple[int, ...],
             r = med[f][c]
             ratios = ""
             if f == "gateway":
-                ratios = "".join(f" {r.rps / max(med[o][c].rps, 0.001):11.2f}x" for o in others)
+                # A front that answered nothing (naive httpx at 1,000 connections) has no ratio.
+                ratios = "".join(
+                    f" {r.rps / med[o][c].rps:11.2f}x" if med[o][c].rps >= 1 else f" {'n/a':>12}" for o in others
+                )
             print(f"{c:5} {f:14} {r.rps:9.1f} {r.p50_ms:8.2f} {r.p99_ms:9.2f} {r.errors:7}{ratios}")
     for f, mb in rss.items():
         print(f"peak RSS of {f} ({backend} backend run): {mb:.0f} MB")
