@@ -135,13 +135,7 @@ def create_app(
 
     return Starlette(
         routes=routes,
-        middleware=[
-            Middleware(RequestContextMiddleware, request_metrics),
-            Middleware(CrossOriginMiddleware, settings.server.cors_origins, {
-                r.path: r.methods for r in settings.routes if HANDLERS[r.handler].cross_origin
-            }),
-            Middleware(RateLimitHeadersMiddleware),
-        ],
+        middleware=_middleware(settings, request_metrics),
         exception_handlers={
             errors.GatewayError: _gateway_error,
             HTTPException: _http_error,
@@ -149,6 +143,16 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+def _middleware(settings: Settings, request_metrics: RequestMetrics | None) -> list[Middleware]:
+    stack = [Middleware(RequestContextMiddleware, request_metrics)]
+    if settings.server.cors_origins:  # no origins, no layer: every request would only pass through it
+        stack.append(Middleware(CrossOriginMiddleware, settings.server.cors_origins, {
+            r.path: r.methods for r in settings.routes if HANDLERS[r.handler].cross_origin
+        }))
+    stack.append(Middleware(RateLimitHeadersMiddleware))
+    return stack
 
 
 def _handler(route: Route) -> Handler:

@@ -16,7 +16,6 @@ import time
 import uuid
 
 import structlog
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.fields import is_identifier
@@ -24,6 +23,7 @@ from gateway.metrics import IN_FLIGHT, RequestMetrics
 from gateway.proxies import scope_client_ip
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
 
 log = structlog.get_logger("gateway.access")
 
@@ -39,6 +39,7 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         request_id = _request_id(scope)
+        raw_id = request_id.encode("latin-1")
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 0
@@ -51,7 +52,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                message["headers"] = _with_request_id(message.get("headers") or [], raw_id)
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -83,6 +84,15 @@ def _client(scope: Scope, receive: Receive) -> str:
     if "client_resolver" in scope["state"]:
         return scope_client_ip(scope, receive)
     return str((scope.get("client") or ("-",))[0])
+
+
+def _with_request_id(headers: list[tuple[bytes, bytes]], value: bytes) -> list[tuple[bytes, bytes]]:
+    # What MutableHeaders' __setitem__ does, on the raw list without building the object:
+    # the first x-request-id replaced, any others dropped, else appended.
+    for i, (name, _) in enumerate(headers):
+        if name == _REQUEST_ID:
+            return [*headers[:i], (_REQUEST_ID, value), *(h for h in headers[i + 1 :] if h[0] != _REQUEST_ID)]
+    return [*headers, (_REQUEST_ID, value)]
 
 
 def _request_id(scope: Scope) -> str:

@@ -54,7 +54,6 @@ from limits.aio.storage import memory as _memory
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from limits.util import WindowStats
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -84,6 +83,13 @@ class Decision:
             "RateLimit-Policy": f'"default";q={self.limit};w={self.window}',
             "RateLimit": f'"default";r={self.remaining};t={self.reset}',
         }
+
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+        """``headers()`` as ASGI raw header pairs, for stamping a response start message."""
+        return (
+            (b"ratelimit-policy", f'"default";q={self.limit};w={self.window}'.encode()),
+            (b"ratelimit", f'"default";r={self.remaining};t={self.reset}'.encode()),
+        )
 
 
 def credential_key(authorization: str | None) -> str:
@@ -357,9 +363,11 @@ def _stamping(scope: Scope, send: Send) -> Send:
         if message["type"] == "http.response.start":
             decision: Decision | None = state.get("ratelimit")
             if decision is not None:
-                headers = MutableHeaders(scope=message)
-                if "ratelimit" not in headers:
-                    headers.update(decision.headers())
+                headers = message.get("headers") or []
+                if not any(name == b"ratelimit" for name, _ in headers):  # a refusal carries its own
+                    policy, remaining = decision.raw_headers()
+                    kept = [h for h in headers if h[0] != b"ratelimit-policy"]
+                    message["headers"] = [*kept, policy, remaining]
         await send(message)
 
     return stamp
