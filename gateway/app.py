@@ -39,7 +39,7 @@ from gateway.metrics import RequestMetrics, handler_started, metrics_endpoint
 from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import openapi_endpoint
 from gateway.proxies import ClientResolver, parse_networks
-from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware, limited
+from gateway.ratelimit import RateLimiter, limited
 from gateway.settings import HANDLERS, Route, Settings
 from gateway.signing import Signer
 from gateway.stt.runtime import SttRuntime, open_stt
@@ -151,7 +151,6 @@ def _middleware(settings: Settings, request_metrics: RequestMetrics | None) -> l
         stack.append(Middleware(CrossOriginMiddleware, settings.server.cors_origins, {
             r.path: r.methods for r in settings.routes if HANDLERS[r.handler].cross_origin
         }))
-    stack.append(Middleware(RateLimitHeadersMiddleware))
     return stack
 
 

@@ -2,7 +2,8 @@
 
 Plain ASGI rather than ``BaseHTTPMiddleware`` (which Starlette's docs steer
 away from): it wraps ``send`` to stamp ``X-Request-ID`` on the response and
-to learn the status. It translates no exception: an error a handler let
+to learn the status, and has the limiter's RateLimit headers stamped
+(``ratelimit.stamp_headers``) in the same wrapper. It translates no exception: an error a handler let
 escape reaches the one boundary in ``app.py`` (``exception_handlers``), and
 is logged here as a 500 on its way out.
 
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.fields import is_identifier
 from gateway.metrics import IN_FLIGHT, RequestMetrics
 from gateway.proxies import scope_client_ip
+from gateway.ratelimit import stamp_headers
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
@@ -52,6 +54,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                stamp_headers(state, message)  # the RateLimit headers (gateway/ratelimit.py)
                 message["headers"] = _with_request_id(message.get("headers") or [], raw_id)
             await send(message)
 

@@ -5,7 +5,7 @@ Where: ``limited(route, endpoint)`` wraps each route's endpoint and counts the
 request against the route's per-IP and per-credential rules before the
 handler runs; a handler that learns the sessionId from the body (chat) calls
 ``count_session`` for the per-session rules. Each rule is counted exactly
-once per request. ``RateLimitHeadersMiddleware`` stamps the tightest
+once per request. ``stamp_headers`` (called by the request context's ``send`` wrapper) stamps the tightest
 decision's ``RateLimit-Policy`` / ``RateLimit`` headers on *every* response of
 a limited route, errors included (a 502 tells the client its budget too).
 
@@ -56,7 +56,7 @@ from limits.storage import storage_from_string
 from limits.util import WindowStats
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message
 
 from gateway import metrics
 from gateway.errors import LimiterUnavailable, RateLimited
@@ -345,29 +345,17 @@ async def _count(request: Request, route: Route, keys: dict[str, str]) -> None:
             state["ratelimit"] = decision
 
 
-class RateLimitHeadersMiddleware:
-    """Stamps the tightest decision's headers on every response of a limited route,
-    whatever produced it (handler, error boundary). A refusal (429) carries its own."""
+def stamp_headers(state: dict[str, Any], message: Message) -> None:
+    """Stamp the tightest decision's headers on a response start message of a limited
+    route, whatever produced it (handler, error boundary). A refusal (429) carries its own.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, _stamping(scope, send) if scope["type"] == "http" else send)
-
-
-def _stamping(scope: Scope, send: Send) -> Send:
-    state = scope.setdefault("state", {})
-
-    async def stamp(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            decision: Decision | None = state.get("ratelimit")
-            if decision is not None:
-                headers = message.get("headers") or []
-                if not any(name == b"ratelimit" for name, _ in headers):  # a refusal carries its own
-                    policy, remaining = decision.raw_headers()
-                    kept = [h for h in headers if h[0] != b"ratelimit-policy"]
-                    message["headers"] = [*kept, policy, remaining]
-        await send(message)
-
-    return stamp
+    Called from the one ``send`` wrapper of ``middleware.RequestContextMiddleware`` (no
+    middleware layer of its own: every resumption of a handler walks each layer's frame)."""
+    decision: Decision | None = state.get("ratelimit")
+    if decision is None:
+        return
+    headers = message.get("headers") or []
+    if not any(name == b"ratelimit" for name, _ in headers):
+        policy, remaining = decision.raw_headers()
+        kept = [h for h in headers if h[0] != b"ratelimit-policy"]
+        message["headers"] = [*kept, policy, remaining]
