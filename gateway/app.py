@@ -39,7 +39,7 @@ from gateway.metrics import RequestMetrics, handler_started, metrics_endpoint
 from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import openapi_endpoint
 from gateway.proxies import ClientResolver, parse_networks
-from gateway.ratelimit import RateLimiter, RateLimitHeadersMiddleware, limited
+from gateway.ratelimit import RateLimiter, limited
 from gateway.settings import HANDLERS, Route, Settings
 from gateway.signing import Signer
 from gateway.stt.runtime import SttRuntime, open_stt
@@ -135,13 +135,7 @@ def create_app(
 
     return Starlette(
         routes=routes,
-        middleware=[
-            Middleware(RequestContextMiddleware, request_metrics),
-            Middleware(CrossOriginMiddleware, settings.server.cors_origins, {
-                r.path: r.methods for r in settings.routes if HANDLERS[r.handler].cross_origin
-            }),
-            Middleware(RateLimitHeadersMiddleware),
-        ],
+        middleware=_middleware(settings, request_metrics),
         exception_handlers={
             errors.GatewayError: _gateway_error,
             HTTPException: _http_error,
@@ -149,6 +143,15 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+def _middleware(settings: Settings, request_metrics: RequestMetrics | None) -> list[Middleware]:
+    stack = [Middleware(RequestContextMiddleware, request_metrics)]
+    if settings.server.cors_origins:  # no origins, no layer: every request would only pass through it
+        stack.append(Middleware(CrossOriginMiddleware, settings.server.cors_origins, {
+            r.path: r.methods for r in settings.routes if HANDLERS[r.handler].cross_origin
+        }))
+    return stack
 
 
 def _handler(route: Route) -> Handler:

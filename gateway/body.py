@@ -18,6 +18,7 @@ import asyncio
 import json
 import math
 import re
+import threading
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -95,29 +96,46 @@ async def read_body(
     return b"".join(chunks)
 
 
-def _loads(raw: bytes) -> tuple[Any, bool]:
-    """Parse; also say whether the value may hold something unrepresentable (then walk it)."""
+class _Flags(threading.local):
     out_of_range = False
 
-    def parse_float(text: str) -> float:
-        nonlocal out_of_range
-        value = float(text)
-        if math.isinf(value):  # 1e999: a double cannot hold it
-            out_of_range = True
-        return value
 
-    def parse_int(text: str) -> int | float:
-        nonlocal out_of_range
-        if len(text) < _SAFE_INT_CHARS:
-            return int(text)
-        value = float(text)  # float() has no digit limit: inf for anything past a double
-        if math.isinf(value):
-            out_of_range = True
-            return value
+_flags = _Flags()
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: a double cannot hold it
+        _flags.out_of_range = True
+    return value
+
+
+def _parse_int(text: str) -> int | float:
+    if len(text) < _SAFE_INT_CHARS:
         return int(text)
+    value = float(text)  # float() has no digit limit: inf for anything past a double
+    if math.isinf(value):
+        _flags.out_of_range = True
+        return value
+    return int(text)
 
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and neither do we.
+    raise _NonStandardJSON(name)
+
+
+# Built once (``json.loads`` with hooks builds a decoder and its scanner per call); the hooks
+# raise a per-thread flag, reset before each parse.
+_DECODER = json.JSONDecoder(parse_float=_parse_float, parse_int=_parse_int, parse_constant=_reject_constant)
+
+
+def _loads(raw: bytes) -> tuple[Any, bool]:
+    """Parse; also say whether the value may hold something unrepresentable (then walk it)."""
+    _flags.out_of_range = False
     try:
-        data = json.loads(raw, parse_float=parse_float, parse_int=parse_int, parse_constant=_reject_constant)
+        # What json.loads does with bytes: detect UTF-8/16/32, decode, parse.
+        data = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except _NonStandardJSON as exc:
         raise InvalidRequest(f"Malformed JSON: {exc.args[0]} is not a JSON value") from None
     except UnicodeDecodeError:
@@ -126,10 +144,9 @@ def _loads(raw: bytes) -> tuple[Any, bool]:
         raise InvalidRequest(f"Malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise InvalidRequest("Malformed JSON: nesting is too deep") from None
-    # json.loads also reads UTF-16 and UTF-32 (recognised by NUL bytes or a BOM at the start).
     not_utf8 = raw[:1] in (b"\xfe", b"\xff") or b"\x00" in raw[:4]
     surrogates = _SURROGATE_ESCAPE.search(raw) is not None or _SURROGATE_UTF8.search(raw) is not None
-    return data, out_of_range or not_utf8 or surrogates
+    return data, _flags.out_of_range or not_utf8 or surrogates
 
 
 def unrepresentable(value: dict[str, Any]) -> str | None:
@@ -172,11 +189,6 @@ def _field(parent: str | None, key: str) -> str:
 
 class _NonStandardJSON(ValueError):
     pass
-
-
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; JSON does not, and neither do we.
-    raise _NonStandardJSON(name)
 
 
 def json_type(value: Any) -> str:

@@ -2,7 +2,8 @@
 
 Plain ASGI rather than ``BaseHTTPMiddleware`` (which Starlette's docs steer
 away from): it wraps ``send`` to stamp ``X-Request-ID`` on the response and
-to learn the status. It translates no exception: an error a handler let
+to learn the status, and has the limiter's RateLimit headers stamped
+(``ratelimit.stamp_headers``) in the same wrapper. It translates no exception: an error a handler let
 escape reaches the one boundary in ``app.py`` (``exception_handlers``), and
 is logged here as a 500 on its way out.
 
@@ -16,14 +17,15 @@ import time
 import uuid
 
 import structlog
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.fields import is_identifier
 from gateway.metrics import IN_FLIGHT, RequestMetrics
 from gateway.proxies import scope_client_ip
+from gateway.ratelimit import stamp_headers
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
 
 log = structlog.get_logger("gateway.access")
 
@@ -39,6 +41,7 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         request_id = _request_id(scope)
+        raw_id = request_id.encode("latin-1")
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 0
@@ -51,7 +54,8 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                stamp_headers(state, message)  # the RateLimit headers (gateway/ratelimit.py)
+                message["headers"] = _with_request_id(message.get("headers") or [], raw_id)
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -83,6 +87,15 @@ def _client(scope: Scope, receive: Receive) -> str:
     if "client_resolver" in scope["state"]:
         return scope_client_ip(scope, receive)
     return str((scope.get("client") or ("-",))[0])
+
+
+def _with_request_id(headers: list[tuple[bytes, bytes]], value: bytes) -> list[tuple[bytes, bytes]]:
+    # What MutableHeaders' __setitem__ does, on the raw list without building the object:
+    # the first x-request-id replaced, any others dropped, else appended.
+    for i, (name, _) in enumerate(headers):
+        if name == _REQUEST_ID:
+            return [*headers[:i], (_REQUEST_ID, value), *(h for h in headers[i + 1 :] if h[0] != _REQUEST_ID)]
+    return [*headers, (_REQUEST_ID, value)]
 
 
 def _request_id(scope: Scope) -> str:

@@ -5,7 +5,7 @@ Where: ``limited(route, endpoint)`` wraps each route's endpoint and counts the
 request against the route's per-IP and per-credential rules before the
 handler runs; a handler that learns the sessionId from the body (chat) calls
 ``count_session`` for the per-session rules. Each rule is counted exactly
-once per request. ``RateLimitHeadersMiddleware`` stamps the tightest
+once per request. ``stamp_headers`` (called by the request context's ``send`` wrapper) stamps the tightest
 decision's ``RateLimit-Policy`` / ``RateLimit`` headers on *every* response of
 a limited route, errors included (a 502 tells the client its budget too).
 
@@ -31,13 +31,15 @@ cached about the failure, so the next request tries Redis again and the
 limiter recovers by itself when Redis returns.
 
 Round trips: ``limits`` offers no call that both counts a hit and reports the
-window, so each rule costs ``hit`` plus ``get_window_stats``; on ``memory://``
-both are in-process, on Redis they are two round trips per rule.
+window, so on Redis each rule costs ``hit`` plus ``get_window_stats``, two round
+trips. On ``memory://`` the hit reads the window in the same in-process step
+(``SweptMemoryStorage.acquire_and_count``): one storage call per rule.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import math
 import time
@@ -51,10 +53,10 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.storage import memory as _memory
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
-from starlette.datastructures import MutableHeaders
+from limits.util import WindowStats
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message
 
 from gateway import metrics
 from gateway.errors import LimiterUnavailable, RateLimited
@@ -82,6 +84,13 @@ class Decision:
             "RateLimit": f'"default";r={self.remaining};t={self.reset}',
         }
 
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+        """``headers()`` as ASGI raw header pairs, for stamping a response start message."""
+        return (
+            (b"ratelimit-policy", f'"default";q={self.limit};w={self.window}'.encode()),
+            (b"ratelimit", f'"default";r={self.remaining};t={self.reset}'.encode()),
+        )
+
 
 def credential_key(authorization: str | None) -> str:
     """A stable, non-reversible key for a credential (keys must not leak it)."""
@@ -94,7 +103,7 @@ class RateLimiter:
     def __init__(self, settings: RateLimitSettings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.storage = open_storage(settings.storage_url)
-        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.strategy = MovingWindow(self.storage)
         self.clock = clock
         found = getattr(self.storage, "base_exceptions", ())
         base: tuple[type[Exception], ...] = found if isinstance(found, tuple) else (found,)
@@ -134,7 +143,7 @@ class RateLimiter:
             for item in rule.items:
                 identifiers = (scope, rule.key, value)
                 admitted = await self.strategy.hit(item, *identifiers)
-                stats = await self.strategy.get_window_stats(item, *identifiers)
+                stats = await self.strategy.window_after_hit(item, *identifiers)
                 decision = Decision(
                     limit=item.amount,
                     window=item.get_expiry(),
@@ -198,6 +207,36 @@ def open_storage(url: str) -> Storage:
     return storage
 
 
+class MovingWindow(MovingWindowRateLimiter):
+    """``limits``' moving window, plus the window read that follows a hit.
+
+    On the in-process storage (``SweptMemoryStorage``) ``hit`` reads the window in the
+    same step and keeps it for ``window_after_hit``: one storage call per rule. On any
+    other storage ``window_after_hit`` is ``get_window_stats`` (Redis: a second round trip).
+    The kept window is read right after the hit, with no suspension in between (the
+    in-process hit never yields), so no other request's hit can come between them.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage)
+        self._memory = storage if isinstance(storage, SweptMemoryStorage) else None
+        self._kept: tuple[RateLimitItem, tuple[str, ...], WindowStats] | None = None
+
+    async def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        if self._memory is None:
+            return await super().hit(item, *identifiers, cost=cost)
+        expiry = item.get_expiry()
+        admitted, start, count = self._memory.acquire_and_count(item.key_for(*identifiers), item.amount, expiry, cost)
+        self._kept = (item, identifiers, WindowStats(start + expiry, item.amount - count))
+        return admitted
+
+    async def window_after_hit(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0] is item and kept[1] == identifiers:
+            return kept[2]
+        return await self.get_window_stats(item, *identifiers)
+
+
 class SweptMemoryStorage(MemoryStorage):
     """``limits``' asyncio memory storage with a cheaper expiry.
 
@@ -207,7 +246,8 @@ class SweptMemoryStorage(MemoryStorage):
     on those thread hops than on the hits (bench/README.md, issue 17). Here a sweep runs
     at most every ``SWEEP_SECONDS``, in the loop, dropping keys whose entries have all
     expired and trimming the others, a bounded slice of keys between yields. Counting is
-    ``limits``' own, unchanged. (``_MemoryStorage__schedule_expiry`` is the name-mangled
+    ``limits``' arithmetic, unchanged; ``acquire_and_count`` does its hit and its window
+    read in one step (``MovingWindow``). (``_MemoryStorage__schedule_expiry`` is the name-mangled
     private hook its hits call; tests/test_ratelimit.py checks the sweep.)
     """
 
@@ -219,11 +259,34 @@ class SweptMemoryStorage(MemoryStorage):
         self._next_sweep = 0.0
 
     async def _MemoryStorage__schedule_expiry(self) -> None:
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
         now = _memory.time.time()  # type: ignore[attr-defined]  # limits' clock (tests replace it)
         if now < self._next_sweep or (self.timer is not None and not self.timer.done()):
             return
         self._next_sweep = now + self.SWEEP_SECONDS
         self.timer = asyncio.create_task(self.sweep())
+
+    def acquire_and_count(self, key: str, limit: int, expiry: int, amount: int = 1) -> tuple[bool, float, int]:
+        """``acquire_entry`` and then ``get_moving_window`` of ``limits``' memory storage, in
+        one synchronous step: (admitted, start of the window, entries in it). The same
+        arithmetic as theirs; with no await inside, the key's lock is never needed."""
+        if amount > limit:
+            admitted = False
+        else:
+            self._schedule_sweep()
+            events = self.events.setdefault(key, [])
+            timestamp = _memory.time.time()  # type: ignore[attr-defined]
+            entry = events[limit - amount] if len(events) > limit - amount else None
+            admitted = not (entry and entry.atime >= timestamp - expiry)
+            if admitted:
+                events[:0] = [_memory.Entry(expiry)] * amount
+        timestamp = _memory.time.time()  # type: ignore[attr-defined]
+        if events := self.events.get(key, []):
+            oldest = bisect.bisect_left(events, -(timestamp - expiry), key=lambda entry: -entry.atime)
+            return admitted, events[oldest - 1].atime, oldest
+        return admitted, timestamp, 0
 
     async def sweep(self) -> None:
         """Forget what has expired: whole keys, and the expired tail of the others."""
@@ -282,27 +345,17 @@ async def _count(request: Request, route: Route, keys: dict[str, str]) -> None:
             state["ratelimit"] = decision
 
 
-class RateLimitHeadersMiddleware:
-    """Stamps the tightest decision's headers on every response of a limited route,
-    whatever produced it (handler, error boundary). A refusal (429) carries its own."""
+def stamp_headers(state: dict[str, Any], message: Message) -> None:
+    """Stamp the tightest decision's headers on a response start message of a limited
+    route, whatever produced it (handler, error boundary). A refusal (429) carries its own.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, _stamping(scope, send) if scope["type"] == "http" else send)
-
-
-def _stamping(scope: Scope, send: Send) -> Send:
-    state = scope.setdefault("state", {})
-
-    async def stamp(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            decision: Decision | None = state.get("ratelimit")
-            if decision is not None:
-                headers = MutableHeaders(scope=message)
-                if "ratelimit" not in headers:
-                    headers.update(decision.headers())
-        await send(message)
-
-    return stamp
+    Called from the one ``send`` wrapper of ``middleware.RequestContextMiddleware`` (no
+    middleware layer of its own: every resumption of a handler walks each layer's frame)."""
+    decision: Decision | None = state.get("ratelimit")
+    if decision is None:
+        return
+    headers = message.get("headers") or []
+    if not any(name == b"ratelimit" for name, _ in headers):
+        policy, remaining = decision.raw_headers()
+        kept = [h for h in headers if h[0] != b"ratelimit-policy"]
+        message["headers"] = [*kept, policy, remaining]

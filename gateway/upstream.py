@@ -290,7 +290,14 @@ def decode_json(answer: Answer, provider: str) -> Any:
 def parse_json(data: bytes | str, failure: str) -> Any:
     """Strict JSON (see ``decode_json``) from any part of an answer; ``ProviderError(failure)`` if it is not."""
     try:
-        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+        # What json.loads does, with a decoder built once (json.loads with hooks builds one per call).
+        if isinstance(data, str):
+            if data.startswith("\ufeff"):
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+            text = data
+        else:
+            text = data.decode(json.detect_encoding(data), "surrogatepass")
+        return _STRICT_JSON.decode(text)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
         raise ProviderError(failure) from None
 
@@ -304,6 +311,9 @@ def _finite_float(text: str) -> float:
     if value in (float("inf"), float("-inf")):
         raise ValueError("number out of range")
     return value
+
+
+_STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 async def _inflate(raw: AsyncIterator[bytes], decoder: Any, provider: str, encoding: str) -> AsyncIterator[bytes]:
