@@ -428,3 +428,26 @@ def test_the_vendored_sdk_is_one_self_contained_module_with_its_licences() -> No
     assert digest in readme  # the README describes this very file
     assert {p.name for p in (vendor / "licenses").iterdir()} >= {
         "heygen_liveavatar-web-sdk.txt", "livekit-client.txt", "webrtc-issue-detector.txt", "events.txt"}
+
+
+def test_stats_stay_json_when_durations_add_up_past_a_double(client_for, store_url: str) -> None:
+    # Found by the schemathesis run: two logs with metadata.duration near the largest double
+    # (valid, finite) summed to Infinity, and /api/admin/stats answered 500.
+    async def huge() -> None:
+        store = open_store(store_url)
+        await store.open()
+        try:
+            for i in range(2):
+                await store.record_conversation(NewConversation(
+                    f"h{i}", [{"role": "user", "content": "hi"}], {"duration": 1.5e308}, created_at=T0 + i))
+        finally:
+            await store.close()
+
+    asyncio.run(huge())
+    client = client_for(make_settings(yaml_text=yaml_text(store_url)))
+    r = client.get("/api/admin/stats", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["conversationMinutes"] is None  # 3e308 s is past a double: null, not Infinity
+    # SQLite averages in doubles (the sum overflows: null); PostgreSQL in numeric (exact).
+    assert r.json()["averageDuration"] in (None, 1.5e308)
+    assert r.json()["conversations"] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -102,7 +103,9 @@ class Stats:
             "backendErrors": self.backend_errors,
             "backendErrorRate": self.backend_error_rate,
             "topSources": self.top_sources,
-            "conversationMinutes": round(self.conversation_seconds / 60, 2),
+            # Durations near the largest double add up past it: null rather than Infinity (not JSON).
+            "conversationMinutes": round(self.conversation_seconds / 60, 2)
+            if math.isfinite(self.conversation_seconds) else None,
             "answeredTurns": self.answered,
             "latencyMs": self.latency_ms,
             "topQuestions": self.top_questions,

@@ -71,13 +71,13 @@ class SQLReads:
     async def stats(self, since: float | None, until: float | None, top: int = 10) -> Stats:
         clauses, args = sql.time_range(since, until)
         w = sql.where(clauses)
-        conv = (await self._fetch(sql.CONVERSATION_TOTALS + w, args))[0]
+        conv = (await self._fetch(sql.conversation_totals(self.dialect) + w, args))[0]
         average_duration = None if conv["d"] is None else float(conv["d"])
         total_duration = float(conv["t"] or 0)
         if average_duration is not None and not math.isfinite(average_duration):
             # An Infinity stored by an older version would swallow the average and the sum: leave it out.
             finite = sql.where([*clauses, "duration < ?", "duration > ?"])
-            query = "SELECT avg(duration) AS d, sum(duration) AS t FROM conversations" + finite
+            query = sql.duration_totals(self.dialect) + finite
             row = (await self._fetch(query, [*args, _LARGEST_DOUBLE, -_LARGEST_DOUBLE]))[0]
             average_duration = None if row["d"] is None else float(row["d"])
             total_duration = float(row["t"] or 0)
@@ -91,6 +91,8 @@ class SQLReads:
         query, qargs = sql.top_questions(self.dialect, since, until, top)
         questions = [{"question": r["question"], "count": r["n"]} for r in await self._fetch(query, qargs)]
         answered, latency = await self._latency(since, until)
+        if average_duration is not None and not math.isfinite(average_duration):
+            average_duration = None  # finite durations whose sum overflows a double
         return Stats(
             days=[days[d] for d in sorted(days)],
             conversations=conv["n"],

@@ -64,9 +64,19 @@ INSERT_TURN = (
 )
 SUMMARY_COLUMNS = "id, session_id, created_at, duration, source, message_count, metadata"
 GET_CONVERSATION = f"SELECT {SUMMARY_COLUMNS}, messages FROM conversations WHERE id = ?"
-CONVERSATION_TOTALS = (
-    "SELECT count(*) AS n, avg(duration) AS d, avg(message_count) AS m, sum(duration) AS t FROM conversations"
-)
+# Durations are summed exactly where the database can: PostgreSQL raises on a double that
+# overflows (finite durations near the largest double add up past it), numeric does not.
+_DURATION = {"sqlite": "duration", "postgres": "duration::numeric"}
+
+
+def conversation_totals(dialect: str) -> str:
+    d = _DURATION[dialect]
+    return f"SELECT count(*) AS n, avg({d}) AS d, avg(message_count) AS m, sum({d}) AS t FROM conversations"
+
+
+def duration_totals(dialect: str) -> str:
+    d = _DURATION[dialect]
+    return f"SELECT avg({d}) AS d, sum({d}) AS t FROM conversations"
 TURN_TOTALS = "SELECT count(*) AS n, coalesce(sum(CASE WHEN status <> 200 THEN 1 ELSE 0 END), 0) AS e FROM chat_turns"
 PURGE = ("DELETE FROM conversations WHERE created_at < ?", "DELETE FROM chat_turns WHERE created_at < ?")
 EXPORT_COLUMNS = {
