@@ -145,18 +145,23 @@ def _fallback(route: Route, turn: ChatTurn, exc: ProviderError) -> str:
     return route.fallback_response
 
 
+def _exchange(route: Route, turn: ChatTurn) -> dict[str, Any]:
+    """What every call to the chat backend carries, streaming or not."""
+    upstream = route.upstream
+    assert upstream is not None
+    return {
+        "provider": PROVIDER,
+        "timeouts": upstream.timeouts,
+        "json_body": build_backend_body(route.mapping, turn),
+        "headers": {**upstream.headers, "x-request-id": turn.request_id},
+        "retries": upstream.retries,
+    }
+
+
 async def _whole_answer(request: Request, route: Route, turn: ChatTurn) -> tuple[str, list[dict[str, str]], float]:
     upstream = route.upstream
     assert upstream is not None
-    answer = await request.state.upstream.request(
-        "POST",
-        backend_url(upstream.url, turn),
-        provider=PROVIDER,
-        timeouts=upstream.timeouts,
-        json_body=build_backend_body(route.mapping, turn),
-        headers={**upstream.headers, "x-request-id": turn.request_id},
-        retries=upstream.retries,
-    )
+    answer = await request.state.upstream.request("POST", backend_url(upstream.url, turn), **_exchange(route, turn))
     _check_status(answer.status, answer.headers)
     text, sources = parse_backend_answer(route.mapping, decode_json(answer, PROVIDER))
     return text, sources, answer.elapsed
@@ -225,14 +230,7 @@ async def _backend_events(request: Request, route: Route, turn: ChatTurn) -> Asy
     assert upstream is not None and stream is not None
     sent_sources = False
     async with request.state.upstream.stream(
-        "POST",
-        backend_url(upstream.url, turn),
-        provider=PROVIDER,
-        timeouts=upstream.timeouts,
-        json_body=build_backend_body(route.mapping, turn),
-        headers={**upstream.headers, "x-request-id": turn.request_id},
-        retries=upstream.retries,
-        accept=STREAM_ACCEPT[stream.format],
+        "POST", backend_url(upstream.url, turn), **_exchange(route, turn), accept=STREAM_ACCEPT[stream.format]
     ) as answer:
         _check_status(answer.status, answer.headers)
         async for item in backend_items(stream.format, answer, PROVIDER):
