@@ -17,10 +17,10 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import IO, Any
 
 from gateway.errors import DatabaseNotFound, StorageUnavailable
+from gateway.fields import parse_iso
 from gateway.settings import Settings
 from gateway.storage import Store, open_store, sqlite_path
 
@@ -36,10 +36,9 @@ def parse_time(value: str | None, name: str) -> float | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso(value)
     except ValueError:
         raise SystemExit(f"error: --{name} {value!r} is not an ISO-8601 date or time") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def run_analytics(args: argparse.Namespace, settings: Settings) -> int:

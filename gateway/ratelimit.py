@@ -77,19 +77,18 @@ class Decision:
     remaining: int
     reset: int
 
-    def headers(self) -> dict[str, str]:
+    def _values(self) -> tuple[str, str]:
         # draft-ietf-httpapi-ratelimit-headers: one policy item, named by its window.
-        return {
-            "RateLimit-Policy": f'"default";q={self.limit};w={self.window}',
-            "RateLimit": f'"default";r={self.remaining};t={self.reset}',
-        }
+        return f'"default";q={self.limit};w={self.window}', f'"default";r={self.remaining};t={self.reset}'
+
+    def headers(self) -> dict[str, str]:
+        policy, state = self._values()
+        return {"RateLimit-Policy": policy, "RateLimit": state}
 
     def raw_headers(self) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
         """``headers()`` as ASGI raw header pairs, for stamping a response start message."""
-        return (
-            (b"ratelimit-policy", f'"default";q={self.limit};w={self.window}'.encode()),
-            (b"ratelimit", f'"default";r={self.remaining};t={self.reset}'.encode()),
-        )
+        policy, state = self._values()
+        return (b"ratelimit-policy", policy.encode()), (b"ratelimit", state.encode())
 
 
 def credential_key(authorization: str | None) -> str:
