@@ -119,33 +119,39 @@ def nginx(conf_text: str, directory: Path, port: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def gateway_process(config: Path, port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """``uvicorn gateway.app:create_app --factory`` as its own process, importing this checkout."""
-    args = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_CONFIG": str(config), "LOG_FORMAT": "json", **(env or {})}
-    proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        wait_for_port(port, proc)
-        yield proc
-    finally:
-        stop(proc)
-
-
-@contextlib.contextmanager
-def gateway_serve(config: Path, port: int, log: Path, workers: int = 2,
-                  env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """``avatar-gateway serve --workers N`` (uvicorn's supervisor and its workers), JSON logs to ``log``."""
-    args = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
-            "--port", str(port), "--workers", str(workers)]
+def gateway_running(args: list[str], port: int, env: dict[str, str] | None = None,
+                    output: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A gateway process started with ``args``, importing this checkout, JSON logs to ``output``
+    (discarded when None), stopped afterwards."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "LOG_FORMAT": "json", **(env or {})}
-    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # serve sets its own when it runs workers
+    with contextlib.ExitStack() as files:
+        out = subprocess.DEVNULL if output is None else files.enter_context(output.open("ab"))
+        proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out,
+                                stderr=subprocess.DEVNULL if output is None else subprocess.STDOUT,
                                 start_new_session=True)
     try:
         wait_for_port(port, proc)
         yield proc
     finally:
         stop(proc)
+
+
+def serve_args(config: Path, port: int, *more: str) -> list[str]:
+    """``avatar-gateway serve`` (``python -m gateway serve``: the console script's own entry point)."""
+    return [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port), *more]
+
+
+def gateway_process(config: Path, port: int, env: dict[str, str] | None = None
+                    ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """``uvicorn gateway.app:create_app --factory`` as its own process."""
+    args = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    return gateway_running(args, port, {"GATEWAY_CONFIG": str(config), **(env or {})})
+
+
+def gateway_serve(config: Path, port: int, log: Path, workers: int = 2, env: dict[str, str] | None = None
+                  ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """``avatar-gateway serve --workers N`` (uvicorn's supervisor and its workers), JSON logs to ``log``."""
+    return gateway_running(serve_args(config, port, "--workers", str(workers)), port, env, log)
